@@ -1,0 +1,5 @@
+"""(being written by a teammate; replaced wholesale)"""
+
+
+def parc(*args, **kwargs):
+    raise NotImplementedError
