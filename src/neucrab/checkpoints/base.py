@@ -1,0 +1,55 @@
+"""What every loaded checkpoint looks like to the rest of neucrab.
+
+A `Checkpoint` maps a batch of task inputs to features (the input of the classification head, or a named
+layer) and, where the network has a head, source-class probabilities. The extraction code only ever calls
+`forward`; it never needs to know which framework or file format the checkpoint came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the network's input: resize the shorter side to size / crop_pct, centre-crop
+    `size`, scale to [0, 1], normalise by mean/std (channels RGB)."""
+
+    size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"  # "bilinear" | "bicubic" | "nearest"
+    crop_pct: float = 0.875
+
+    def key(self) -> str:
+        """A stable text form, part of the feature-cache key."""
+        return f"{self.size}|{self.mean}|{self.std}|{self.interpolation}|{self.crop_pct}"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint. Subclasses implement `forward`.
+
+    name: short display name. fingerprint: hex digest of everything that determines the outputs (weights
+    bytes, architecture, layer, preprocessing), used as the feature-cache key. modality: "image" (forward
+    takes a float32 tensor (B, 3, H, W) already normalised with `preprocess`), "text" (a list of B strings)
+    or "features" (precomputed; see `PrecomputedCheckpoint`). has_head: whether forward returns source-class
+    probabilities.
+    """
+
+    name: str
+    fingerprint: str
+    modality: str
+    preprocess: Preprocess | None = None
+    has_head: bool = False
+    layer: str | None = None
+    details: dict = field(default_factory=dict)  # architecture, source file, etc., for reports
+
+    def forward(self, batch) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return (features float32 (B, D), source probabilities float32 (B, S) or None)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
