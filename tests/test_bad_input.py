@@ -6,8 +6,8 @@ or future, returns NaN or a bare traceback on the cases DESIGN.md lists.
 
 import numpy as np
 import pytest
-
 from measure_inputs import array_measures, call, softmax
+
 from neucrab import InputError
 
 MEASURES = array_measures()

@@ -9,8 +9,8 @@ source class), so LEEP and NCE must grow with that fraction.
 
 import numpy as np
 import pytest
-
 from measure_inputs import array_measures, call, softmax
+
 from neucrab.measures.registry import FEATURES, SOURCE_PROBS, TRAIN_TEST
 
 N, D, C = 400, 24, 4

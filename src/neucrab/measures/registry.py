@@ -24,19 +24,29 @@ class MeasureInfo:
     description: str
     citation: str
     care: str = ""  # how neucrab handles a known pitfall of the measure (shown by `neucrab measures`)
-    regression: bool = False  # accepts real-valued or multi-hot targets
+    regression: bool = False  # accepts real-valued targets
+    multilabel: bool = False  # accepts multi-hot (N, C) labels (the paper's detection/segmentation appendix)
 
 
 REGISTRY: dict[str, MeasureInfo] = {}
 
 
-def register(name: str, *, needs: str, description: str, citation: str, care: str = "", regression=False):
+def register(
+    name: str,
+    *,
+    needs: str,
+    description: str,
+    citation: str,
+    care: str = "",
+    regression: bool = False,
+    multilabel: bool = False,
+):
     """Decorator adding a measure function to REGISTRY under `name`."""
 
     def decorate(function: Callable) -> Callable:
         if name in REGISTRY:
             raise RuntimeError(f"measure {name!r} registered twice")
-        REGISTRY[name] = MeasureInfo(name, function, needs, description, citation, care, regression)
+        REGISTRY[name] = MeasureInfo(name, function, needs, description, citation, care, regression, multilabel)
         return function
 
     return decorate
