@@ -1,0 +1,338 @@
+"""The ground truth G of NeuCRaB (Li et al., CVPR 2021, section 2 and appendix A.2): the best test accuracy of
+fine-tuning a checkpoint on a task over a grid of learning rates and step counts.
+
+The grid. Appendix A.2 sweeps the learning rate over {0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5} and the
+training steps over "{2500, 5000, 10000, 15000, 20000, 400000}", batch 512. We read the last value as 40000:
+the other values grow by at most 2x from one to the next (2500, 5000, 10000, 15000, 20000), 400000 steps of
+batch 512 would be 200M images (thousands of epochs of the paper's tasks, whose training splits hold a few
+thousand to tens of thousands of images), and a stray zero is the likelier typo. PAPER_STEPS_AS_PRINTED keeps
+the printed grid for anyone who reads it the other way (pass it as `steps=`).
+
+How a sweep runs. With a constant learning rate a shorter run is an exact prefix of a longer one (see
+`neucrab.finetune`), so each learning rate takes one run to the largest step count still needed, evaluated at
+every step count of the grid: 8 runs, not 48.
+
+The run cache. Every (learning rate, step count) result is a small JSON file written atomically (temp file,
+fsync, os.replace) as soon as that evaluation is reached:
+
+    <cache root>/groundtruth/<key>.json      key = sha256 of {format, loop version, checkpoint fingerprint,
+                                             task fingerprint, lr, steps, batch, image size, seed}
+
+where the cache root is the feature cache's ($NEUCRAB_CACHE, else ~/.cache/neucrab) unless `cache_dir` says
+otherwise, and batch is the batch actually used. An interrupted or extended sweep redoes only the missing
+results; a damaged file is discarded with a CacheWarning and recomputed.
+
+Selection. The best run is the highest test accuracy among runs that did not diverge; ties go to fewer steps,
+then the smaller learning rate. A diverged run is recorded (accuracy None) and never selected.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from contextlib import suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+from .extract import CacheWarning, default_cache_dir
+from .finetune import LOOP_VERSION, Finetuner
+
+PAPER_LRS = (0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5)
+PAPER_STEPS = (2500, 5000, 10000, 15000, 20000, 40000)  # the text prints 400000 last: see the module docstring
+PAPER_STEPS_AS_PRINTED = (2500, 5000, 10000, 15000, 20000, 400000)
+PAPER_BATCH_SIZE = 512
+RUN_FORMAT = 1  # bump when what a run record holds changes
+
+
+@dataclass
+class Run:
+    """One (learning rate, step count) result. accuracy: None when the run diverged at or before `steps`.
+    seconds: training time up to `steps` (a prefix of the learning rate's longest run). cached: read from
+    the run cache rather than trained in this call."""
+
+    lr: float
+    steps: int
+    accuracy: float | None
+    diverged: bool
+    seconds: float
+    cached: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GroundTruth:
+    """The sweep's outcome for one checkpoint and task: the best non-diverged run and every run.
+    best_accuracy, best_lr, best_steps are None when every run diverged."""
+
+    checkpoint: str
+    task: str
+    best_accuracy: float | None
+    best_lr: float | None
+    best_steps: int | None
+    runs: list[dict] = field(default_factory=list)
+    batch_size: int = PAPER_BATCH_SIZE
+    image_size: int | None = None
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------- cache
+
+
+def run_key(checkpoint, task, *, lr: float, steps: int, batch_size: int, image_size: int | None, seed: int) -> str:
+    """sha256 hex over everything that determines one run's result (batch_size: the batch actually used)."""
+    parts = {"format": RUN_FORMAT, "loop": LOOP_VERSION, "checkpoint": checkpoint.fingerprint,
+             "task": task.fingerprint, "lr": float(lr), "steps": int(steps), "batch_size": int(batch_size),
+             "image_size": image_size, "seed": int(seed)}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+class RunStore:
+    """Run results as `<root>/<key>.json` (root: the cache root's `groundtruth/` folder)."""
+
+    FIELDS = ("lr", "steps", "accuracy", "diverged", "seconds")
+
+    def __init__(self, root: Path):
+        self.root = Path(root).expanduser()
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def read(self, key: str) -> dict | None:
+        """The record, or None when absent; a damaged or foreign record is deleted with a CacheWarning."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            if record.get("key") != key or any(name not in record for name in self.FIELDS):
+                raise ValueError("it belongs to another key or lacks fields")
+            if not record["diverged"] and not isinstance(record["accuracy"], (int, float)):
+                raise ValueError("a finished run without an accuracy")
+        except (OSError, ValueError, AttributeError) as error:
+            warnings.warn(f"neucrab run cache: discarding damaged {path} ({error}); recomputing it",
+                          CacheWarning, stacklevel=3)
+            path.unlink(missing_ok=True)
+            return None
+        return record
+
+    def write(self, key: str, record: dict) -> None:
+        """Write atomically: `path` holds nothing, the old record or the complete new one."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(handle, "w") as stream:
+                json.dump({**record, "key": key}, stream, indent=1, sort_keys=True)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temp, self.path(key))
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(temp)
+            raise
+
+
+def run_store(cache_dir=None) -> RunStore:
+    """The run cache under `cache_dir` (default: the feature cache's root), in its `groundtruth/` folder."""
+    return RunStore(Path(cache_dir if cache_dir is not None else default_cache_dir()) / "groundtruth")
+
+
+# ------------------------------------------------------------------------------------------------- sweep
+
+
+def check_grid(lrs, steps) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """The sorted, de-duplicated grid, or InputError naming the bad value."""
+    lrs, steps = list(lrs), list(steps)
+    if not lrs or not steps:
+        raise InputError(f"grid: got lrs={lrs}, steps={steps}; expected at least one learning rate and step count")
+    for lr in lrs:
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+            raise InputError(f"lrs: got {lr!r}; expected positive finite learning rates")
+    for count in steps:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InputError(f"steps: got {count!r}; expected positive integer step counts")
+    return tuple(sorted({float(lr) for lr in lrs})), tuple(sorted(set(steps)))
+
+
+def _keys(tuner: Finetuner, lr: float, steps, batch: int, seed: int) -> dict[int, str]:
+    return {count: run_key(tuner.checkpoint, tuner.task, lr=lr, steps=count, batch_size=batch,
+                           image_size=tuner.image_size, seed=seed) for count in steps}
+
+
+def cached_runs(tuner: Finetuner, store: RunStore | None, *, lr: float, steps, batch_size: int,
+                seed: int) -> dict[int, Run]:
+    """step count -> Run for the results of one learning rate that the run cache already holds."""
+    if store is None:
+        return {}
+    runs = {}
+    for count, key in _keys(tuner, lr, steps, tuner.batch_for(batch_size), seed).items():
+        record = store.read(key)
+        if record is not None:
+            runs[count] = Run(lr, count, record["accuracy"], bool(record["diverged"]), float(record["seconds"]),
+                              cached=True)
+    return runs
+
+
+def sweep_lr(tuner: Finetuner, store: RunStore | None, *, lr: float, steps, batch_size: int, seed: int,
+             advance=None) -> dict[int, Run]:
+    """step count -> Run for one learning rate: the cached results, and one run to the largest missing step
+    count for the rest, each result written to `store` as soon as it is known."""
+    checkpoint, task = tuner.checkpoint, tuner.task
+    batch = tuner.batch_for(batch_size)
+    keys = _keys(tuner, lr, steps, batch, seed)
+    runs = cached_runs(tuner, store, lr=lr, steps=steps, batch_size=batch, seed=seed)
+    missing = sorted(count for count in steps if count not in runs)
+    if not missing:
+        return runs
+    meta = {"checkpoint": checkpoint.name, "checkpoint_fingerprint": checkpoint.fingerprint, "task": task.name,
+            "task_fingerprint": task.fingerprint, "batch_size": batch, "image_size": tuner.image_size,
+            "seed": seed, "device": str(tuner.device), "loop": LOOP_VERSION}
+
+    def record(run: Run) -> None:
+        runs[run.steps] = run
+        if store is not None:
+            store.write(keys[run.steps], {**meta, **run.to_dict(), "cached": False,
+                                          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def on_eval(step: int, accuracy: float, seconds: float) -> None:
+        if step in keys and step not in runs:
+            record(Run(lr, step, accuracy, False, seconds))
+
+    result = tuner.run(lr=lr, steps=missing[-1], batch_size=batch, seed=seed, eval_at=missing, advance=advance,
+                       on_eval=on_eval)
+    for count in missing:
+        if count not in runs:  # never evaluated: the run diverged before this step count
+            record(Run(lr, count, None, True, result.seconds))
+    return runs
+
+
+def best_run(runs: list[Run]) -> Run | None:
+    """The highest accuracy among non-diverged runs (ties: fewer steps, then smaller lr); None if none."""
+    finished = [run for run in runs if not run.diverged and run.accuracy is not None]
+    if not finished:
+        return None
+    return min(finished, key=lambda run: (-run.accuracy, run.steps, run.lr))
+
+
+def groundtruth(checkpoint_spec, task, *, lrs=PAPER_LRS, steps=PAPER_STEPS, batch_size: int = PAPER_BATCH_SIZE,
+                image_size: int | None = None, seed: int = 0, cache_dir=None, use_cache: bool = True, device=None,
+                progress: bool = False, trust_pickle: bool = False, layer: str | None = None,
+                name: str | None = None) -> GroundTruth:
+    """Fine-tune `checkpoint_spec` (a spec, an nn.Module or a loaded checkpoint) on `task` (a spec or Task) over
+    the grid lrs x steps and return the best test accuracy (see the module docstring).
+
+    batch_size: 512 as the paper (capped at the training split's size). image_size: input size instead of
+    the checkpoint's own (CPU-sized sweeps). cache_dir / use_cache: the run cache. device: default "cuda"
+    when available. progress: one bar over the steps to train. name: display name (default: the spec).
+    """
+    from . import checkpoints
+    from .progress import progress_bar
+    from .tasks import load as load_task
+
+    lrs, steps = check_grid(lrs, steps)
+    task = load_task(task)
+    if isinstance(checkpoint_spec, checkpoints.Checkpoint):
+        checkpoint = checkpoint_spec
+    else:
+        checkpoint = checkpoints.load(checkpoint_spec, layer=layer, trust_pickle=trust_pickle)
+    label = name or (str(checkpoint_spec) if isinstance(checkpoint_spec, (str, os.PathLike)) else checkpoint.name)
+    tuner = Finetuner(checkpoint, task, image_size=image_size, device=device)
+    store = run_store(cache_dir) if use_cache else None
+    batch = tuner.batch_for(batch_size)
+    to_train = 0  # steps this call will train, for the progress bar: each lr runs to its largest missing count
+    for lr in lrs:
+        done = cached_runs(tuner, store, lr=lr, steps=steps, batch_size=batch, seed=seed)
+        to_train += max((count for count in steps if count not in done), default=0)
+    with progress_bar(to_train, f"fine-tuning {label} on {task.name}", enabled=progress) as advance:
+        runs: list[Run] = []
+        for lr in lrs:
+            runs.extend(sweep_lr(tuner, store, lr=lr, steps=steps, batch_size=batch, seed=seed,
+                                 advance=lambda lr=lr: advance(f"lr {lr:g}")).values())
+    runs.sort(key=lambda run: (run.lr, run.steps))
+    best = best_run(runs)
+    return GroundTruth(checkpoint=label, task=task.name, best_accuracy=best.accuracy if best else None,
+                       best_lr=best.lr if best else None, best_steps=best.steps if best else None,
+                       runs=[run.to_dict() for run in runs], batch_size=batch, image_size=tuner.image_size,
+                       seed=seed)
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+
+def to_csv(task: str, results: dict[str, GroundTruth]) -> str:
+    """`task,checkpoint,accuracy` rows (the file `neucrab evaluate --groundtruth` reads); checkpoints without
+    an accuracy (failed, or every run diverged) are left out."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["task", "checkpoint", "accuracy"])
+    for checkpoint, result in results.items():
+        if result.best_accuracy is not None:
+            writer.writerow([task, checkpoint, repr(float(result.best_accuracy))])
+    return buffer.getvalue()
+
+
+def to_json(task: str, results: dict[str, GroundTruth], errors: dict[str, str]) -> str:
+    """{"task", "accuracies": {checkpoint: best accuracy}, "runs": {checkpoint: [runs]}, "best": {checkpoint:
+    {lr, steps}}, "errors": {checkpoint: message}}."""
+    document = {
+        "task": task,
+        "accuracies": {name: r.best_accuracy for name, r in results.items() if r.best_accuracy is not None},
+        "runs": {name: r.runs for name, r in results.items()},
+        "best": {name: {"lr": r.best_lr, "steps": r.best_steps} for name, r in results.items()},
+        "settings": {name: {"batch_size": r.batch_size, "image_size": r.image_size, "seed": r.seed}
+                     for name, r in results.items()},
+        "errors": dict(errors),
+    }
+    return json.dumps(document, indent=2)
+
+
+def write_results(path, task: str, results: dict[str, GroundTruth], errors: dict[str, str]) -> Path:
+    """Write CSV or JSON by the file's suffix (see `check_output`)."""
+    path = check_output(path)
+    text = to_csv(task, results) if path.suffix.lower() == ".csv" else to_json(task, results, errors)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def check_output(path) -> Path:
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in (".csv", ".json"):
+        raise InputError(f"--out {path}: unknown file type {path.suffix or '(none)'!r}; expected .csv or .json")
+    return path
+
+
+def table(task: str, results: dict[str, GroundTruth], errors: dict[str, str]):
+    """A rich Table: one row per checkpoint (best accuracy, best lr, best steps, runs trained / cached), failed
+    checkpoints with their error."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    view = Table(title=f"ground truth on {task}: best fine-tuning test accuracy over the sweep")
+    for column in ("checkpoint", "best accuracy", "best lr", "best steps", "runs", "note"):
+        view.add_column(column, overflow="fold")
+    for name, result in results.items():
+        runs = result.runs
+        cached = sum(run["cached"] for run in runs)
+        diverged = sum(run["diverged"] for run in runs)
+        note = f"{diverged} diverged" if diverged else ""
+        if result.best_accuracy is None:
+            view.add_row(escape(name), "-", "-", "-", f"{len(runs)}", "every run diverged")
+            continue
+        view.add_row(escape(name), f"{result.best_accuracy:.4f}", f"{result.best_lr:g}", str(result.best_steps),
+                     f"{len(runs)} ({cached} cached)", note)
+    for name, error in errors.items():
+        view.add_row(escape(name), "-", "-", "-", "-", escape(f"error: {error}"))
+    return view
