@@ -1,26 +1,49 @@
-"""A small progress bar on stderr (rich), silent when disabled or when stderr is not a terminal."""
+"""Progress bars on stderr (rich), silent when disabled or when stderr is not a terminal.
+
+All bars share one Console so that a bar opened inside another (a checkpoint's extraction inside the pool's
+progress) nests instead of garbling the terminal.
+"""
 
 from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
 
+_console = None
+
+
+def _stderr_console():
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(stderr=True)
+    return _console
+
 
 @contextmanager
-def progress_bar(total: int, what: str, *, enabled: bool = True):
-    """Yield `advance(label)`, to be called once per finished unit of work."""
-    if not enabled or not sys.stderr.isatty():
-        yield lambda label=None: None
+def progress_bar(total: int, description: str, *, enabled: bool = True, completed: int = 0, transient=True):
+    """Yield `advance(count=1, label=None)`, to be called as units of work finish."""
+    if not (enabled and sys.stderr.isatty()):
+        yield lambda count=1, label=None: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.description}"))
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task_id = progress.add_task("", total=total)
+    columns = (TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[label]}"))
+    with Progress(*columns, console=_stderr_console(), transient=transient) as progress:
+        bar = progress.add_task(description, total=total, completed=completed, rate="", label="")
 
-        def advance(label=None):
-            progress.update(task_id, advance=1, description=str(label or ""))
+        def advance(count: int = 1, label=None) -> None:
+            progress.advance(bar, count)
+            speed = progress.tasks[bar].speed
+            progress.update(bar, rate=f"{speed:.1f}/s" if speed else "", label=str(label or ""))
 
         yield advance

@@ -152,8 +152,9 @@ def _labels_for(task, split_name: str):
     return getattr(task, split_name).labels
 
 
-def apply_measures(row: Row, measures, task, train, test) -> None:
-    """Score one checkpoint's embeddings with each measure, recording n/a reasons and failures per measure."""
+def apply_measures(row: Row, measures, task, train, test, checkpoint=None) -> None:
+    """Score one checkpoint's embeddings with each measure, recording n/a reasons and failures per measure.
+    Measures that need the model itself (early-stopped fine-tuning) get the loaded checkpoint and task."""
     multilabel = bool(getattr(task, "multilabel", False))
     y_train, y_test = _labels_for(task, "train"), _labels_for(task, "test")
     for name in measures:
@@ -162,8 +163,8 @@ def apply_measures(row: Row, measures, task, train, test) -> None:
         if info.needs == SOURCE_PROBS and train.probs is None:
             row.notes[name] = "n/a: checkpoint has no classification head"
             continue
-        if info.needs == MODEL:
-            row.notes[name] = "n/a: needs the model (run it with `neucrab groundtruth`)"
+        if info.needs == MODEL and checkpoint is None:
+            row.notes[name] = "n/a: needs the model, and only precomputed features were given"
             continue
         if multilabel and not info.multilabel:
             if not info.regression:
@@ -178,6 +179,8 @@ def apply_measures(row: Row, measures, task, train, test) -> None:
                 score = info.function(train.probs, y_train, **kwargs)
             elif info.needs == TRAIN_TEST:
                 score = info.function(train.features, y_train, test.features, y_test, **kwargs)
+            elif info.needs == MODEL:
+                score = info.function(checkpoint, task, **kwargs)
             else:
                 raise InputError(f"measure {name}: unsupported need {info.needs!r}")
         except InputError as error:
@@ -222,7 +225,8 @@ def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_p
     except Exception as error:  # a stranger's checkpoint can fail in any library; report, keep the pool going
         row.error = f"{type(error).__name__}: {error}"
         return row
-    apply_measures(row, measures, task, embeddings["train"], embeddings["test"])
+    model = None if checkpoint.modality == "features" else checkpoint
+    apply_measures(row, measures, task, embeddings["train"], embeddings["test"], model)
     return row
 
 
@@ -247,5 +251,5 @@ def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False
             rows.append(score_checkpoint(spec, task, measures, name=name, cache_dir=cache_dir,
                                          trust_pickle=trust_pickle, layer=layer, batch_size=batch_size,
                                          progress=progress))
-            advance(name)
+            advance(label=name)
     return Ranking(task=getattr(task, "name", str(task)), measures=measures, rows=sort_rows(rows, measures[0]))
