@@ -5,11 +5,13 @@
 computed in float64 whatever the input dtype. Bad input raises `neucrab.InputError`.
 """
 
+from . import finetune_measures  # noqa: F401  (registers finetune_1ep, finetune_5ep: they need the model)
 from .gbc import gbc
 from .hscore import hscore, shrinkage_hscore
 from .knn import knn
 from .leep import leep, nce, nleep
 from .logme import logme
+from .mi import mutual_information
 from .parc import parc
 from .probe import linear_probe
 from .registry import REGISTRY, MeasureInfo, get
@@ -26,6 +28,7 @@ __all__ = [
     "leep",
     "linear_probe",
     "logme",
+    "mutual_information",
     "nce",
     "nleep",
     "parc",

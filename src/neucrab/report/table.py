@@ -13,7 +13,7 @@ def ranking_table(ranking) -> Table:
     ranks = ranking.ranks()
     table = Table(title=f"neucrab ranking on task {ranking.task} (best first by {ranking.measures[0]})")
     table.add_column("#", justify="right")
-    table.add_column("checkpoint", overflow="fold")
+    table.add_column("checkpoint", no_wrap=True)
     for measure in ranking.measures:
         table.add_column(f"{measure}\n(rank)", justify="right")
     table.add_column("forward s", justify="right")

@@ -6,7 +6,8 @@ Specs:
   `label` may hold several classes, `cat|dog`, making the task multi-label.
 - `FILE.npz`: arrays `x_train`, `y_train`, `x_test`, `y_test` (or `x`, `y`); images (N, H, W[, 3]) or
   feature rows (N, D) (see `neucrab.tasks.arrays`).
-- `digits`, `mnist5k` (or `builtin:NAME`): built-in real datasets that need no download.
+- `digits`, `mnist5k` (or `builtin:NAME`): built-in real datasets that need no download; `NAME:SIZE` keeps a
+  seeded stratified subset of SIZE images.
 An existing path wins over a built-in name. Without a given split, samples are split here: stratified by
 class (by label combination for multi-label tasks), `test_fraction` of them to test, seeded by `seed`.
 """
@@ -40,6 +41,11 @@ def load(spec, *, seed: int = 0, test_fraction: float = 0.25, skip_unreadable: b
     if not 0.0 < float(test_fraction) < 1.0:
         raise InputError(f"test_fraction: got {test_fraction}; expected a number strictly between 0 and 1")
     text = str(spec)
+    name, _, size = text.removeprefix("builtin:").partition(":")
+    if name in BUILTINS and size:
+        if not size.isdigit():
+            raise InputError(f"task {text!r}: expected {name}:SIZE with SIZE a number of images")
+        return load_builtin(name, seed=seed, test_fraction=test_fraction, size=int(size))
     if text.startswith("builtin:"):
         name = text.removeprefix("builtin:")
         if name not in BUILTINS:

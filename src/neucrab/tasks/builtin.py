@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import InputError
 from .base import Task, assemble
 from .items import ImageArray
+from .split import stratified_split
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -47,9 +48,18 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
 BUILTINS = {"digits": _digits, "mnist5k": _mnist5k}
 
 
-def load_builtin(name: str, *, seed: int, test_fraction: float) -> Task:
-    """Load the built-in task `name` (a key of BUILTINS)."""
+def load_builtin(name: str, *, seed: int, test_fraction: float, size: int | None = None) -> Task:
+    """Load the built-in task `name` (a key of BUILTINS); `size` keeps a seeded stratified subset of that many
+    images (spec `NAME:SIZE`, e.g. `digits:600`), for quick runs on a slow machine."""
     images, labels = BUILTINS[name]()
-    items = ImageArray(images, name)
+    title = name
+    if size is not None:
+        if not 20 <= size <= len(labels):
+            raise InputError(f"task '{name}:{size}': size must be between 20 and {len(labels)}")
+        if size < len(labels):
+            _, keep = stratified_split(labels, size / len(labels), seed)
+            images, labels = images[keep], labels[keep]
+        title = f"{name}:{size}"
+    items = ImageArray(images, title)
     parts = {"all": (items, [(int(label),) for label in labels])}
-    return assemble(name, f"task '{name}'", parts, seed=seed, test_fraction=test_fraction)
+    return assemble(title, f"task '{title}'", parts, seed=seed, test_fraction=test_fraction)
