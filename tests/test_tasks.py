@@ -395,3 +395,25 @@ def test_npz_bad_keys_and_shapes(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match=r"junk\.npz: not a readable \.npz"):
         load(tmp_path / "junk.npz")
+
+
+def test_builtin_subset_is_stratified_seeded_and_checked():
+    from sklearn.datasets import load_digits
+
+    subset = load("digits:200")
+    assert subset.name == "digits:200" and len(subset.train) + len(subset.test) == 200
+    # Stratified: class c keeps floor or ceil of n_c * 200 / 1797 images (n_c = 174..183, about 20 each).
+    counts = np.bincount(np.concatenate([subset.train.labels, subset.test.labels]), minlength=10)
+    quotas = np.bincount(load_digits().target) * 200 / 1797
+    assert np.all((counts == np.floor(quotas)) | (counts == np.ceil(quotas))) and counts.sum() == 200
+    assert load("digits:200").fingerprint == subset.fingerprint
+    assert load("digits:200", seed=1).fingerprint != subset.fingerprint
+    full = load_digits()
+    # Every kept image is one of the real digits (pixels 0..16 scaled to 0..255).
+    image = np.asarray(subset.train[0].convert("L"), dtype=np.float64)
+    scaled = np.rint(full.images * (255.0 / 16.0))
+    assert any(np.array_equal(image, candidate) for candidate in scaled)
+    with pytest.raises(InputError, match="between 20 and 1797"):
+        load("digits:5000")
+    with pytest.raises(InputError, match="SIZE"):
+        load("digits:many")

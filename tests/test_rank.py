@@ -1,0 +1,124 @@
+"""`neucrab rank` end to end: a pool of several formats, checked against the measures computed directly."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from neucrab import measures, tasks
+from neucrab.ranking import rank, read_csv
+
+TASK = "digits:100"  # a seeded stratified 100-image subset of scikit-learn's digits: fast and real
+MEASURES = ["logme", "knn", "leep", "nce"]
+
+
+class TinyNet(nn.Module):
+    """A small CNN with a classification head (5 source classes)."""
+
+    def __init__(self, seed: int, explode: bool = False):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.fc = nn.Linear(32, 5)
+        self.explode = explode
+
+    def forward(self, x):
+        if self.explode:
+            raise KeyboardInterrupt  # stands in for the user pressing Ctrl-C during this checkpoint
+        return self.fc(self.body(x))
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pool")
+    net = TinyNet(seed=1).eval()
+    example = torch.zeros(1, 3, 224, 224)
+    torch.jit.trace(net, example).save(str(folder / "tiny.pt"))
+    torch.onnx.export(net, (example,), str(folder / "tiny.onnx"), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch"}})
+    task = tasks.load(TASK)
+    rng = np.random.default_rng(0)
+    # Precomputed features: informative for the task (class mean + noise), no head.
+    centres = rng.normal(size=(10, 6))
+    npz = {f"features_{split}": (centres[getattr(task, split).labels] + rng.normal(size=(len(getattr(task, split)), 6)))
+           .astype(np.float32) for split in ("train", "test")}
+    np.savez(folder / "pre.npz", **npz)
+    return {"torchscript": folder / "tiny.pt", "onnx": folder / "tiny.onnx", "npz": folder / "pre.npz",
+            "arrays": npz, "task": task, "folder": folder}
+
+
+def _run_cli(*args, cache):
+    result = subprocess.run([sys.executable, "-m", "neucrab.cli", "rank", *args, "--no-progress", "--cache-dir",
+                             str(cache)], capture_output=True, text=True)
+    return result
+
+
+def test_json_matches_measures_computed_directly(pool, tmp_path):
+    specs = [str(pool["torchscript"]), str(pool["onnx"]), str(pool["npz"]), str(pool["folder"] / "missing.pt")]
+    measure_args = [arg for name in MEASURES for arg in ("--measure", name)]
+    result = _run_cli(*specs, "--task", TASK, *measure_args, "--format", "json", cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["task"] == TASK and report["measures"] == MEASURES
+    rows = {row["checkpoint"]: row for row in report["rows"]}
+
+    # Precomputed features: the scores must be the measures applied to those arrays and the task's labels.
+    labels = pool["task"].train.labels
+    npz_row = rows[str(pool["npz"])]
+    assert npz_row["scores"]["logme"] == pytest.approx(measures.logme(pool["arrays"]["features_train"], labels))
+    assert npz_row["scores"]["knn"] == pytest.approx(measures.knn(pool["arrays"]["features_train"], labels))
+    assert "leep" not in npz_row["scores"] and npz_row["notes"]["leep"].startswith("n/a")
+
+    # The same network as TorchScript and ONNX: the same scores, LEEP/NCE included (both have a head).
+    script, onnx = rows[str(pool["torchscript"])]["scores"], rows[str(pool["onnx"])]["scores"]
+    assert set(script) == set(MEASURES)
+    for name in MEASURES:
+        assert script[name] == pytest.approx(onnx[name], rel=1e-4, abs=1e-5), name
+
+    # A checkpoint that fails is reported in its row; the others go on. Rows are sorted by the first measure.
+    assert "missing.pt" in rows[str(pool["folder"] / "missing.pt")]["error"]
+    scored = [row["scores"]["logme"] for row in report["rows"] if "logme" in row["scores"]]
+    assert scored == sorted(scored, reverse=True) and report["rows"][-1]["error"]
+
+
+def test_csv_round_trips(pool, tmp_path):
+    args = [str(pool["torchscript"]), str(pool["npz"]), "--task", TASK, "--measure", "logme", "--measure", "leep"]
+    as_json = json.loads(_run_cli(*args, "--format", "json", cache=tmp_path / "c").stdout)
+    as_csv = _run_cli(*args, "--format", "csv", cache=tmp_path / "c").stdout
+    assert read_csv(as_csv) == {row["checkpoint"]: row["scores"] for row in as_json["rows"]}
+
+
+def test_out_dir_writes_every_report_file(pool, tmp_path):
+    result = _run_cli(str(pool["npz"]), "--task", TASK, "--measure", "knn", "--out", str(tmp_path / "out"),
+                      cache=tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    for name in ("ranking.json", "ranking.csv", "scores.png", "report.html"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "data:image/png;base64," in page and str(pool["npz"]) in page
+
+
+def test_unknown_measure_and_missing_task_are_one_line_errors(pool, tmp_path):
+    result = _run_cli(str(pool["npz"]), "--task", TASK, "--measure", "nope", cache=tmp_path / "c")
+    assert result.returncode == 2 and "unknown measure 'nope'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = _run_cli(str(pool["npz"]), "--task", str(tmp_path / "no-such-task"), cache=tmp_path / "c")
+    assert result.returncode == 2 and "no-such-task" in result.stderr
+
+
+def test_interrupted_ranking_resumes_from_the_cache(pool, tmp_path):
+    cache = tmp_path / "cache"
+    first, second = TinyNet(seed=2).eval(), TinyNet(seed=3, explode=True).eval()
+    with pytest.raises(KeyboardInterrupt):
+        rank([first, second], TASK, ["logme"], cache_dir=cache, names=["first", "second"], progress=False)
+    second.explode = False
+    resumed = rank([first, second], TASK, ["logme"], cache_dir=cache, names=["first", "second"], progress=False)
+    rows = {row.checkpoint: row for row in resumed.rows}
+    assert rows["first"].cached and not rows["second"].cached  # only the unfinished checkpoint ran again
+    fresh = rank([first, second], TASK, ["logme"], cache_dir=tmp_path / "fresh", names=["first", "second"],
+                 progress=False)
+    assert {r.checkpoint: r.scores for r in resumed.rows} == {r.checkpoint: r.scores for r in fresh.rows}
