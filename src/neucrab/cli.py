@@ -123,6 +123,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .bench.run import run_bench, to_markdown
+    from .bench.suite import load_suite
+
+    suite = load_suite(args.suite)  # validated before any work
+    document = run_bench(suite, args.out, cache_dir=args.cache_dir, device=args.device,
+                         progress=not args.no_progress, trust_pickle=args.trust_pickle)
+    print(to_markdown(document))
+    print(f"wrote {args.out}: table.md, table.csv, results.json, figure1_*.png, scatter_*.png", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neucrab", description="Rank pre-trained checkpoints for transfer learning.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     judging.add_argument("--intersect", action="store_true",
                          help="judge only the checkpoints both files name (default: a mismatch is an error)")
     judging.set_defaults(run=_evaluate)
+
+    benching = commands.add_parser("bench", help="run a benchmark suite: scores, fine-tuning ground truth, the "
+                                   "paper's tables and figures")
+    benching.add_argument("suite", metavar="SUITE_FILE", help="a JSON (or TOML) suite; see neucrab.bench.suite "
+                          "(the paper's: src/neucrab/bench/suites/paper.json)")
+    benching.add_argument("--out", required=True, metavar="DIR", help="folder for table.md/.csv, results.json, PNGs")
+    benching.add_argument("--cache-dir", help="cache root (default $NEUCRAB_CACHE or ~/.cache/neucrab)")
+    benching.add_argument("--device", help="fine-tuning device: cuda, cpu, ... (default: cuda when available)")
+    benching.add_argument("--trust-pickle", action="store_true",
+                          help="allow unpickling checkpoint files (runs code from the file: only trusted files)")
+    benching.add_argument("--no-progress", action="store_true", help="no progress bars")
+    benching.set_defaults(run=_bench)
     return parser
 
 
