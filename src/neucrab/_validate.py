@@ -19,7 +19,7 @@ def as_features(features, name: str = "features") -> np.ndarray:
     try:
         array = np.asarray(features, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise InputError(f"{name}: expected a numeric (N, D) array, got {type(features).__name__} ({error})")
+        raise InputError(f"{name}: expected a numeric (N, D) array, got {type(features).__name__} ({error})") from None
     if array.ndim != 2:
         raise InputError(f"{name}: expected a 2-d (N, D) array, got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
