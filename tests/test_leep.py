@@ -91,6 +91,16 @@ def test_leep_equals_nce_for_one_hot_predictions():
     assert nce(theta, labels) < 0
 
 
+def test_leep_and_nce_lie_between_minus_label_entropy_and_zero():
+    # NCE = -H(Y|Z) >= -H(Y); LEEP >= -H(Y|Z_theta) >= -H(Y) by Jensen's inequality; both <= 0.
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        theta = rng.dirichlet(np.full(8, 0.5), size=80)
+        labels = rng.integers(0, 5, 80)
+        assert -entropy_of(labels) <= leep(theta, labels) <= 0
+        assert -entropy_of(labels) <= nce(theta, labels) <= 0
+
+
 def test_leep_single_class_is_zero():
     assert leep(THETA, ["a", "a", "a"]) == 0.0
     assert nce(THETA, ["a", "a", "a"]) == 0.0
@@ -271,6 +281,8 @@ def test_nleep_single_class_is_zero():
 
 
 def test_nleep_is_deterministic_and_bounded():
+    # Bounds for any theta: LEEP <= 0, and by Jensen's inequality LEEP >= sum P(y,z) log P(y|z) = -H(Y|Z)
+    # >= -H(Y) (conditioning does not increase entropy), strictly here since the features are informative.
     x, labels = overlapping()
     first = nleep(x, labels)
     assert nleep(x, labels) == first

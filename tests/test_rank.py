@@ -122,3 +122,14 @@ def test_interrupted_ranking_resumes_from_the_cache(pool, tmp_path):
     fresh = rank([first, second], TASK, ["logme"], cache_dir=tmp_path / "fresh", names=["first", "second"],
                  progress=False)
     assert {r.checkpoint: r.scores for r in resumed.rows} == {r.checkpoint: r.scores for r in fresh.rows}
+
+
+def test_python_api_result_converts_to_a_dataframe(pool, tmp_path):
+    import neucrab
+
+    ranking = neucrab.rank([str(pool["npz"])], TASK, ["knn", "leep"], cache_dir=tmp_path / "c", progress=False)
+    frame = ranking.to_dataframe()
+    labels = pool["task"].train.labels
+    assert frame.loc[str(pool["npz"]), "knn"] == pytest.approx(measures.knn(pool["arrays"]["features_train"], labels))
+    assert np.isnan(frame.loc[str(pool["npz"]), "leep"])  # no head: not applicable
+    assert ranking.ranks()["knn"] == {str(pool["npz"]): 1}

@@ -3,6 +3,7 @@
 from . import measures
 from .errors import InputError
 from .evaluation import evaluate
+from .ranking import Ranking, rank
 
-__all__ = ["InputError", "evaluate", "measures"]
+__all__ = ["InputError", "Ranking", "evaluate", "measures", "rank"]
 __version__ = "0.1.0"
