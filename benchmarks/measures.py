@@ -15,8 +15,8 @@ What it does:
    running after --timeout seconds is stopped and reported as such.
 3. Times the plain scikit-learn formulation of N-LEEP, PCA(0.8, svd_solver="full") + GaussianMixture(5 x C,
    "full", random_state=seed) + LEEP of its posteriors, on the same features, and prints the speed ratio.
-   Given float32 features scikit-learn computes in float32; if that fails (as it does at full size, on
-   rank-deficient components) it is timed again on the features cast to float64.
+   Given float32 features scikit-learn computes in float32 (which can fail outright on rank-deficient
+   components: "ill-defined empirical covariance"); it is timed both on them as given and cast to float64.
 4. Builds a family of feature sets of varied quality ("checkpoints") at a smaller size and prints Kendall's
    tau between neucrab's nleep and the scikit-learn formulation over the family.
 
@@ -129,7 +129,6 @@ def worker(task, folder):
     data = Path(folder)
     labels = np.load(data / "labels.npy")
     if task.startswith("measure:"):
-
         info = REGISTRY[task.split(":", 1)[1]]
         if info.needs == "features":
             args = (np.load(data / "features.npy"), labels)
@@ -186,8 +185,9 @@ def show(name, needs, result):
         return
     extra = result["peak_rss_mib"] - result["rss_before_mib"]
     print(
-        f"  {name:<22} {needs:<14} {result['value']:>12.5g} {result['wall_s']:>9.2f} s wall {result['cpu_s']:>8.1f}"
-        f" s cpu   peak RSS {result['peak_rss_mib']:>7.0f} MiB (+{extra:.0f} during the call)"
+        f"  {name:<22} {needs:<14} {result['value']:>12.5g} {result['wall_s']:>9.2f} s wall"
+        f" {result['cpu_s']:>8.1f} s cpu   peak RSS {result['peak_rss_mib']:>7.0f} MiB"
+        f" (+{extra:.0f} during the call)"
         f"   load {result['load'][0]:.1f}->{result['load'][1]:.1f}"
     )
 
@@ -199,12 +199,18 @@ def main():
     parser.add_argument("--d", type=int, default=1_280, help="feature dimension (default 1280)")
     parser.add_argument("--classes", type=int, default=100, help="target classes (default 100)")
     parser.add_argument("--checkpoints", type=int, default=8, help="size of the Kendall family (default 8)")
-    parser.add_argument("--family-n", type=int, default=4_000, help="samples per family member (default 4000)")
-    parser.add_argument("--family-d", type=int, default=512, help="feature dimension of the family (default 512)")
+    parser.add_argument(
+        "--family-n", type=int, default=4_000, help="samples per family member (default 4000)"
+    )
+    parser.add_argument(
+        "--family-d", type=int, default=512, help="feature dimension of the family (default 512)"
+    )
     parser.add_argument("--family-classes", type=int, default=20, help="classes of the family (default 20)")
     parser.add_argument("--skip-family", action="store_true", help="skip the Kendall family")
     parser.add_argument("--only", nargs="*", help="time only these measures")
-    parser.add_argument("--timeout", type=float, default=1200, help="seconds allowed per timed job (default 1200)")
+    parser.add_argument(
+        "--timeout", type=float, default=1200, help="seconds allowed per timed job (default 1200)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -216,7 +222,10 @@ def main():
     import neucrab
     from neucrab.measures import REGISTRY
 
-    print(f"neucrab {neucrab.__version__}, numpy {np.__version__}, {os.cpu_count()} CPU(s), load {os.getloadavg()}")
+    print(
+        f"neucrab {neucrab.__version__}, numpy {np.__version__}, {os.cpu_count()} CPU(s), "
+        f"load {os.getloadavg()}"
+    )
     features, labels = make_features(args.n, args.d, args.classes)
     print(
         f"features: float32 ({args.n}, {args.d}), {args.classes} classes; PCA 80% keeps "
@@ -249,18 +258,20 @@ def main():
             show(name, info.needs, results[name])
 
         print("\nN-LEEP, plain scikit-learn formulation (PCA(0.8, svd_solver='full') + GaussianMixture):")
-        baseline = run_worker("sklearn-nleep", folder, args.timeout)
-        show("sklearn, float32 input", "features", baseline)
-        if baseline["status"] != "ok":
-            baseline = run_worker("sklearn-nleep-float64", folder, args.timeout)
-            show("sklearn, float64 input", "features", baseline)
         ours = results.get("nleep") or run_worker("measure:nleep", folder, args.timeout)
-        if ours["status"] == "ok" and baseline["status"] == "ok":
-            print(
-                f"  speed-up of neucrab's nleep: {baseline['wall_s'] / ours['wall_s']:.1f}x wall, "
-                f"{baseline['cpu_s'] / ours['cpu_s']:.1f}x cpu; "
-                f"|difference of values| = {abs(baseline['value'] - ours['value']):.2e}"
-            )
+        show("neucrab nleep", "features", ours)
+        # As given (float32: scikit-learn then computes in float32), and cast to float64 (same precision
+        # as neucrab; also what one must do where float32 fails on rank-deficient components).
+        for task, label in (("sklearn-nleep", "float32"), ("sklearn-nleep-float64", "float64")):
+            baseline = run_worker(task, folder, args.timeout)
+            show(f"sklearn, {label} input", "features", baseline)
+            if ours["status"] == "ok" and baseline["status"] == "ok":
+                print(
+                    "    speed-up of neucrab's nleep over it: "
+                    f"{baseline['wall_s'] / ours['wall_s']:.1f}x wall, "
+                    f"{baseline['cpu_s'] / ours['cpu_s']:.1f}x cpu; "
+                    f"|difference of values| = {abs(baseline['value'] - ours['value']):.2e}"
+                )
 
     if not args.skip_family:
         family(args)
@@ -281,7 +292,12 @@ def family(args):
     decays = np.resize([1.0, 0.8, 1.2, 0.9], args.checkpoints)  # different architectures: different spectra
     for i, (separation, decay) in enumerate(zip(separations, decays)):
         x, y = make_features(
-            args.family_n, args.family_d, args.family_classes, separation=separation, decay=decay, seed=100 + i
+            args.family_n,
+            args.family_d,
+            args.family_classes,
+            separation=separation,
+            decay=decay,
+            seed=100 + i,
         )
         start = time.perf_counter()
         ours.append(nleep(x, y))
@@ -297,7 +313,8 @@ def family(args):
         end = time.perf_counter()
         print(
             f"  checkpoint {i}: separation {separation:.2f}, PCA dim {kept_dimension(x):>3}: "
-            f"neucrab {ours[-1]:+.6f} ({mid - start:.1f} s)  scikit-learn {theirs[-1]:+.6f} ({end - mid:.1f} s){note}"
+            f"neucrab {ours[-1]:+.6f} ({mid - start:.1f} s)  "
+            f"scikit-learn {theirs[-1]:+.6f} ({end - mid:.1f} s){note}"
         )
     tau = kendalltau(ours, theirs).statistic
     print(f"  Kendall tau between the two implementations: {tau:.3f}")

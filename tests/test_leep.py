@@ -57,7 +57,9 @@ def test_leep_hand_computed():
 
 
 def test_leep_is_mean_log_not_mean_probability():
-    mean_probability = (0.8 * 12 / 13 + 0.2 * 8 / 17 + 0.4 * 12 / 13 + 0.6 * 8 / 17 + 0.1 / 13 + 0.9 * 9 / 17) / 3
+    mean_probability = (
+        0.8 * 12 / 13 + 0.2 * 8 / 17 + 0.4 * 12 / 13 + 0.6 * 8 / 17 + 0.1 / 13 + 0.9 * 9 / 17
+    ) / 3
     assert leep(THETA, Y) < math.log(mean_probability)  # Jensen: strictly below for unequal terms
 
 
@@ -82,7 +84,8 @@ def test_leep_of_uniform_predictions_is_minus_label_entropy(counts):
 
 
 def test_leep_equals_nce_for_one_hot_predictions():
-    # With one-hot theta the dummy classifier's probability is P(y_j | z_j): LEEP = sum P(y,z) log P(y|z) = NCE.
+    # With one-hot theta the dummy classifier's probability is P(y_j | z_j),
+    # so LEEP = sum P(y,z) log P(y|z) = NCE.
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 4, 200)
     sources = np.where(rng.random(200) < 0.6, labels, rng.integers(0, 9, 200))
@@ -174,7 +177,9 @@ def test_multi_hot_counts_each_sample_label_pair_once(measure):
     labels = rng.integers(0, 3, 40)
     one_hot = np.eye(4)[labels]
     assert measure(theta, one_hot) == pytest.approx(measure(theta, labels), rel=1e-12)
-    assert measure(theta, multi_hot) == pytest.approx(measure(theta, np.c_[multi_hot, np.zeros(40)]), rel=1e-12)
+    assert measure(theta, multi_hot) == pytest.approx(
+        measure(theta, np.c_[multi_hot, np.zeros(40)]), rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("measure", [leep, nce, nleep])

@@ -133,3 +133,23 @@ def test_python_api_result_converts_to_a_dataframe(pool, tmp_path):
     assert frame.loc[str(pool["npz"]), "knn"] == pytest.approx(measures.knn(pool["arrays"]["features_train"], labels))
     assert np.isnan(frame.loc[str(pool["npz"]), "leep"])  # no head: not applicable
     assert ranking.ranks()["knn"] == {str(pool["npz"]): 1}
+
+
+def test_multilabel_task_scores_only_the_measures_that_allow_it(tmp_path):
+    rng = np.random.default_rng(0)
+    n_train, n_test, n_labels = 80, 40, 3
+    y = (rng.random((n_train + n_test, n_labels)) < 0.4).astype(np.int64)
+    y[y.sum(axis=1) == 0, 0] = 1  # every image has at least one label, as in a detection dataset
+    images = rng.integers(0, 255, size=(n_train + n_test, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "task.npz", x_train=images[:n_train], y_train=y[:n_train], x_test=images[n_train:],
+             y_test=y[n_train:])
+    features = (y @ rng.normal(size=(n_labels, 5)) + 0.3 * rng.normal(size=(n_train + n_test, 5))).astype(np.float32)
+    np.savez(tmp_path / "features.npz", features_train=features[:n_train], features_test=features[n_train:])
+
+    ranking = rank([str(tmp_path / "features.npz")], str(tmp_path / "task.npz"), ["nleep", "logme", "knn"],
+                   cache_dir=tmp_path / "cache", progress=False)
+    row = ranking.rows[0]
+    assert row.scores["nleep"] == pytest.approx(measures.nleep(features[:n_train], y[:n_train]))
+    # Multi-hot targets go to LogME as real-valued columns (its regression form).
+    assert row.scores["logme"] == pytest.approx(measures.logme(features[:n_train], y[:n_train], regression=True))
+    assert "knn" not in row.scores and row.notes["knn"].startswith("n/a")

@@ -9,7 +9,7 @@ from . import finetune_measures  # noqa: F401  (registers finetune_1ep, finetune
 from .gbc import gbc
 from .hscore import hscore, shrinkage_hscore
 from .knn import knn
-from .leep import leep, nce, nleep
+from .leep import leep, nce, nleep, nleep_spread
 from .logme import logme
 from .mi import mutual_information
 from .parc import parc
@@ -31,6 +31,7 @@ __all__ = [
     "mutual_information",
     "nce",
     "nleep",
+    "nleep_spread",
     "parc",
     "sfda",
     "shrinkage_hscore",

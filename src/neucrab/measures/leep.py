@@ -67,14 +67,17 @@ def _targets(labels, n: int, name: str = "labels") -> tuple[np.ndarray, np.ndarr
         codes, _ = encode_labels(labels, n, name)
         return np.arange(n), codes, int(codes.max()) + 1 if codes.size else 0
     if array.shape[0] != n:
-        raise InputError(f"{name}: expected {n} rows of multi-hot labels (one per sample), got {array.shape[0]}")
+        raise InputError(
+            f"{name}: expected {n} rows of multi-hot labels (one per sample), got {array.shape[0]}"
+        )
     if array.shape[1] == 0:
         raise InputError(f"{name}: expected a multi-hot (N, C) array with C >= 1, got shape {array.shape}")
     try:
         values = array.astype(np.float64)
     except (TypeError, ValueError):
         raise InputError(
-            f"{name}: 2-d labels are read as a 0/1 multi-hot (N, C) array; pass class labels as a 1-d sequence"
+            f"{name}: 2-d labels are read as a 0/1 multi-hot (N, C) array; "
+            "pass class labels as a 1-d sequence"
         ) from None
     if not np.isin(values, (0.0, 1.0)).all():
         raise InputError(
@@ -122,10 +125,11 @@ def _leep_from_theta(theta: np.ndarray, rows: np.ndarray, codes: np.ndarray, n_c
     "leep",
     needs=SOURCE_PROBS,
     description="Log expected empirical prediction of the source head (mean log, not mean probability)",
-    citation="Nguyen et al., LEEP: A New Measure to Evaluate Transferability of Learned Representations, ICML 2020",
+    citation="Nguyen et al., LEEP: A New Measure to Evaluate Transferability of Learned Representations, "
+    "ICML 2020",
     care="mean LOG of the dummy classifier's probability as defined; source classes with zero mass get "
     "P(y|z)=0 instead of 0/0; float32 row sums checked to 1e-5 and renormalised; labels remapped",
-    regression=True,
+    multilabel=True,
 )
 def leep(source_probs, labels) -> float:
     """LEEP score of a classification head on a target task (higher is better, always <= 0).
@@ -158,7 +162,7 @@ def leep(source_probs, labels) -> float:
     description="Negative conditional entropy -H(Y|Z) of the target label given the argmax source class",
     citation="Tran et al., Transferability and Hardness of Supervised Classification Tasks, ICCV 2019",
     care="only observed (target, source) pairs enter the entropy, so unused source classes never take log(0)",
-    regression=True,
+    multilabel=True,
 )
 def nce(source_probs, labels) -> float:
     """Negative conditional entropy -H(Y|Z), Z = argmax of the source head (higher is better, <= 0).
@@ -210,7 +214,9 @@ def _pca(x: np.ndarray, energy: float, *, overwrite: bool = False) -> np.ndarray
     size = scatter.shape[0]
     total = float(np.trace(scatter))
     if not np.isfinite(total):
-        raise InputError("features: values so large that their squares overflow float64; rescale the features")
+        raise InputError(
+            "features: values so large that their squares overflow float64; rescale the features"
+        )
     if not total > 0:
         raise InputError("features: every column is constant; N-LEEP needs features that vary across samples")
     wanted = min(size, 256)  # enough for 80% of the variance of real features; more if not
@@ -448,7 +454,7 @@ def _check_seed(seed) -> int:
     care="seeded mixture (same value twice; nleep_spread reports the seed spread); PCA and EM statistics in "
     "float64; more components than samples refused; constant or duplicate columns and D > N handled by PCA; "
     "own EM, same fit as scikit-learn, several times faster",
-    regression=True,
+    multilabel=True,
 )
 def nleep(features, labels, *, pca_energy=0.8, components_per_class=5, seed=0) -> float:
     """N-LEEP: LEEP computed with a Gaussian mixture's posteriors in place of a classification head.
@@ -522,5 +528,8 @@ def nleep_spread(features, labels, *, seeds=(0, 1, 2, 3, 4), **kwargs) -> np.nda
         return np.zeros(len(seeds))
     reduced = _pca(x, float(energy), overwrite=owned)
     return np.array(
-        [_leep_from_theta(_Mixture(reduced, n_components, s).fit_posteriors(), rows, codes, n_classes) for s in seeds]
+        [
+            _leep_from_theta(_Mixture(reduced, n_components, s).fit_posteriors(), rows, codes, n_classes)
+            for s in seeds
+        ]
     )
