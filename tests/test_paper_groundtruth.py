@@ -15,7 +15,9 @@ from neucrab.bench.paper_groundtruth import GROUPS, TASKS, paper_groundtruth
 from neucrab.cli import main
 from neucrab.errors import InputError
 
-PAPER_TEXT = Path(os.environ.get("NEUCRAB_PAPER_TEXT", "/work/shared/paper/ranking-neural-checkpoints.txt"))
+# The paper's text lies in shared/ beside the checkout (developers' machines and CI alike).
+_BESIDE_CHECKOUT = Path(__file__).resolve().parents[2] / "shared" / "paper" / "ranking-neural-checkpoints.txt"
+PAPER_TEXT = Path(os.environ.get("NEUCRAB_PAPER_TEXT", _BESIDE_CHECKOUT))
 
 
 # ------------------------------------------------------------------------------ transcription
