@@ -19,12 +19,7 @@ from neucrab.evaluation import evaluate
 METRICS = ("recall@1", "rel@1", "recall@3", "rel@3", "pearson", "kendall", "weighted_tau")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_network(seed: int) -> nn.Module:

@@ -26,13 +26,7 @@ from neucrab.tasks.preprocess import preprocess_images
 PREPROCESS = nc.Preprocess(size=8, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0)  # digits are 8 x 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine more threads make these tiny networks far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,7 @@ from neucrab.measures import REGISTRY, mutual_information
 from neucrab.measures import mi as mi_module
 from neucrab.measures.registry import FEATURES
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny critics run faster on one thread, and much faster on a loaded machine; restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def true_mi_two_gaussians(mu: float) -> float:
