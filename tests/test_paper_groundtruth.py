@@ -70,6 +70,7 @@ def test_claims_of_the_paper_text_hold():
     assert len({max(g1[t], key=g1[t].get) for t in TASKS}) == 4
 
 
+# The only skip: a checkout without shared/ beside it has no paper text; CI lays shared/ there, so it runs in CI.
 @pytest.mark.skipif(not PAPER_TEXT.exists(), reason="the paper's text extraction is not available here")
 def test_every_value_against_the_text_extraction():
     # Each table's numbers stand one per line, four per column, between the table's last column name and the
