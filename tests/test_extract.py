@@ -363,3 +363,25 @@ def test_cli_extract_fills_the_cache_and_reports_a_hit(task, tmp_path, capsys):
     assert "computed" in first and f"{len(load(task.source).test)} x 4 features" in first
     assert "cache hit" in second and str(tmp_path / "c") in second
     assert main(["extract", str(scripted), "--task", str(tmp_path / "missing")]) == 2
+
+
+class _ChannelMean(nn.Module):
+    """Features = the grey image itself, flattened: their length tells the input size the network saw."""
+
+    def forward(self, x):
+        return x.mean(dim=1).flatten(1)
+
+
+def test_at_image_size_feeds_that_size_and_keeps_cache_entries_apart(tmp_path):
+    from neucrab import checkpoints
+    from neucrab.checkpoints.base import at_image_size
+
+    task = load("digits:40")
+    checkpoint = checkpoints.load(_ChannelMean(), preprocess=Preprocess(size=12, crop_pct=1.0))
+    native = extract(checkpoint, task, "train", cache_dir=tmp_path, progress=False)
+    small = extract(at_image_size(checkpoint, 6), task, "train", cache_dir=tmp_path, progress=False)
+    assert native.features.shape[1] == 12 * 12 and small.features.shape[1] == 6 * 6 and not small.cached
+    assert at_image_size(checkpoint, 12) is checkpoint and at_image_size(checkpoint, None) is checkpoint
+    assert checkpoint.preprocess.size == 12  # the original is untouched
+    with pytest.raises(InputError, match="image_size"):
+        at_image_size(checkpoint, 0)

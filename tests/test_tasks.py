@@ -417,3 +417,39 @@ def test_builtin_subset_is_stratified_seeded_and_checked():
         load("digits:5000")
     with pytest.raises(InputError, match="SIZE"):
         load("digits:many")
+
+
+def test_builtin_textures_are_non_overlapping_grid_patches_of_the_three_photographs():
+    import skimage.data
+
+    task = load("textures")
+    assert task.classes == ["brick", "grass", "gravel"] and len(task.train) == 450 and len(task.test) == 150
+    assert np.bincount(task.test.labels).tolist() == [50, 50, 50]
+    # Cut each photograph into its 16x16 grid independently; every patch of the task must be one of its own
+    # class's cells, and no cell may appear twice (the grid does not overlap, so neither may the patches).
+    cells = {}
+    for label, name in enumerate(task.classes):
+        image = getattr(skimage.data, name)()
+        for row in range(0, 512, 16):
+            for col in range(0, 512, 16):
+                cells[image[row:row + 16, col:col + 16].tobytes()] = label
+    seen = Counter()
+    for split in (task.train, task.test):
+        for i in range(len(split)):
+            patch = split.items.array[i]
+            assert patch.shape == (16, 16) and cells[patch.tobytes()] == split.labels[i]
+            seen[patch.tobytes()] += 1
+    assert len(seen) == 600 and max(seen.values()) == 1
+
+
+def test_builtin_lfw_faces_labels_the_first_hundred_as_faces():
+    import skimage.data
+
+    source = np.rint(skimage.data.lfw_subset() * 255).astype(np.uint8)
+    face_index = {image.tobytes(): i < 100 for i, image in enumerate(source)}
+    task = load("lfw_faces")
+    assert task.classes == ["face", "non-face"] and (len(task.train), len(task.test)) == (150, 50)
+    for split in (task.train, task.test):
+        for i in range(len(split)):
+            is_face = face_index[split.items.array[i].tobytes()]
+            assert task.classes[split.labels[i]] == ("face" if is_face else "non-face")

@@ -43,7 +43,8 @@ def _rank(args: argparse.Namespace) -> int:
     if not task:
         raise InputError("--task: expected a task (an image folder, a CSV, a .npz, digits or mnist5k)")
     ranking = rank(checkpoints, task, args.measure, cache_dir=args.cache_dir, trust_pickle=args.trust_pickle,
-                   layer=args.layer, batch_size=args.batch_size, progress=not args.no_progress, names=names)
+                   layer=args.layer, batch_size=args.batch_size, progress=not args.no_progress, names=names,
+                   image_size=args.image_size)
     if args.format == "json":
         print(ranking.to_json())
     elif args.format == "csv":
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     ranking.add_argument("--layer", help="features from this named layer instead of the head's input")
     ranking.add_argument("--cache-dir", help="feature cache (default $NEUCRAB_CACHE or ~/.cache/neucrab)")
     ranking.add_argument("--batch-size", type=int, default=64)
+    ranking.add_argument("--image-size", type=int, metavar="N", help="input size instead of the checkpoint's own")
     ranking.add_argument("--trust-pickle", action="store_true",
                          help="allow unpickling checkpoint files (runs code from the file: only for files you trust)")
     ranking.add_argument("--no-progress", action="store_true", help="no progress bars")

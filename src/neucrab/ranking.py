@@ -198,19 +198,21 @@ def checkpoint_label(spec, index: int) -> str:
 
 
 def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_pickle=False, layer=None,
-                     batch_size=64, progress=False) -> Row:
-    """Load one checkpoint, extract its features on both splits (cached), and score it.
+                     batch_size=64, progress=False, image_size=None) -> Row:
+    """Load one checkpoint, extract its features on both splits (cached), and score it. image_size: feed
+    images of that size instead of the checkpoint's own (see `checkpoints.base.at_image_size`).
 
     A checkpoint that cannot be loaded or run gives a Row with `error` set instead of raising, so one bad
     checkpoint never stops a pool.
     """
     from . import checkpoints, tasks
+    from .checkpoints.base import at_image_size
     from .extract import extract
 
     row = Row(checkpoint=name or checkpoint_label(spec, 0))
     try:
         task = tasks.load(task) if isinstance(task, str) else task
-        checkpoint = checkpoints.load(spec, layer=layer, trust_pickle=trust_pickle)
+        checkpoint = at_image_size(checkpoints.load(spec, layer=layer, trust_pickle=trust_pickle), image_size)
         row.has_head = bool(checkpoint.has_head)
         started = time.perf_counter()
         embeddings = {}
@@ -231,7 +233,7 @@ def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_p
 
 
 def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False, layer=None, batch_size=64,
-         progress=True, names=None) -> Ranking:
+         progress=True, names=None, image_size=None) -> Ranking:
     """Rank `checkpoints` (specs or modules) for `task` (a spec or a loaded Task) by `measures`.
 
     Returns a `Ranking`: rows best first by the first measure, per-measure ranks, timings, and agreement
@@ -250,6 +252,6 @@ def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False
         for spec, name in zip(checkpoints, names):
             rows.append(score_checkpoint(spec, task, measures, name=name, cache_dir=cache_dir,
                                          trust_pickle=trust_pickle, layer=layer, batch_size=batch_size,
-                                         progress=progress))
+                                         progress=progress, image_size=image_size))
             advance(label=name)
     return Ranking(task=getattr(task, "name", str(task)), measures=measures, rows=sort_rows(rows, measures[0]))

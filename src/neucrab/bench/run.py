@@ -44,14 +44,15 @@ def _task_labels(tasks) -> list[str]:
     return labels
 
 
-def _costs(spec, task, measures, *, cache_dir, trust_pickle) -> tuple[dict, float | None]:
+def _costs(spec, task, measures, *, cache_dir, trust_pickle, image_size=None) -> tuple[dict, float | None]:
     """measure -> FLOPs (None where no formula applies) and the forward FLOPs over both splits (None if unknown),
     for one checkpoint. The features come from the cache that `rank` just filled."""
     from .. import checkpoints
+    from ..checkpoints.base import at_image_size
     from ..cost import forward_flops, measure_cost
     from ..extract import extract
 
-    checkpoint = checkpoints.load(spec, trust_pickle=trust_pickle)
+    checkpoint = at_image_size(checkpoints.load(spec, trust_pickle=trust_pickle), image_size)
     train = extract(checkpoint, task, "train", cache_dir=cache_dir, progress=False)
     n, d = int(train.features.shape[0]), int(train.features.shape[1])
     sources = int(train.probs.shape[1]) if train.probs is not None else None
@@ -93,7 +94,7 @@ def run_task(suite: Suite, group: str, task, *, cache_dir=None, device=None, pro
     entries = suite.groups[group]
     specs, names = [e.spec for e in entries], [e.name for e in entries]
     ranking = rank(specs, task, suite.measures, names=names, cache_dir=cache_dir, trust_pickle=trust_pickle,
-                   progress=progress)
+                   progress=progress, image_size=suite.image_size)
     truths, errors = {}, {}
     for entry in entries:
         try:
@@ -110,7 +111,8 @@ def run_task(suite: Suite, group: str, task, *, cache_dir=None, device=None, pro
         if row.error:
             continue
         try:
-            costs, fwd = _costs(entry.spec, task, suite.measures, cache_dir=cache_dir, trust_pickle=trust_pickle)
+            costs, fwd = _costs(entry.spec, task, suite.measures, cache_dir=cache_dir, trust_pickle=trust_pickle,
+                                image_size=suite.image_size)
         except InputError:
             costs, fwd = dict.fromkeys(suite.measures), None
         for measure in suite.measures:

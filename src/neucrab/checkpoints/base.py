@@ -7,6 +7,8 @@ layer) and, where the network has a head, source-class probabilities. The extrac
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,3 +55,23 @@ class Checkpoint:
     def forward(self, batch) -> tuple[np.ndarray, np.ndarray | None]:
         """Return (features float32 (B, D), source probabilities float32 (B, S) or None)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+
+def at_image_size(checkpoint: Checkpoint, size: int | None) -> Checkpoint:
+    """`checkpoint` fed images of `size` pixels instead of its own input size (None or the same size: itself).
+
+    A shallow copy with the preprocessing's size replaced; the feature cache keys on the preprocessing, so
+    features at different sizes never collide. Used where measures and fine-tuning must see the same inputs
+    at a size smaller than the checkpoint's own (a benchmark scaled to a CPU).
+    """
+    if size is None or checkpoint.modality != "image" or checkpoint.preprocess is None:
+        return checkpoint
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        from ..errors import InputError
+
+        raise InputError(f"image_size: got {size!r}; expected a positive integer (pixels)")
+    if size == checkpoint.preprocess.size:
+        return checkpoint
+    resized = copy.copy(checkpoint)
+    resized.preprocess = dataclasses.replace(checkpoint.preprocess, size=size)
+    return resized
