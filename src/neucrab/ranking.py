@@ -197,10 +197,17 @@ def checkpoint_label(spec, index: int) -> str:
     return getattr(spec, "name", None) or f"{type(spec).__name__}#{index}"
 
 
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_pickle=False, layer=None,
-                     batch_size=64, progress=False, image_size=None) -> Row:
+                     batch_size=64, progress=False, image_size=None, device=None) -> Row:
     """Load one checkpoint, extract its features on both splits (cached), and score it. image_size: feed
-    images of that size instead of the checkpoint's own (see `checkpoints.base.at_image_size`).
+    images of that size instead of the checkpoint's own (see `checkpoints.base.at_image_size`). device: where
+    torch checkpoints run (default: CUDA when available, else the CPU).
 
     A checkpoint that cannot be loaded or run gives a Row with `error` set instead of raising, so one bad
     checkpoint never stops a pool.
@@ -213,6 +220,8 @@ def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_p
     try:
         task = tasks.load(task) if isinstance(task, str) else task
         checkpoint = at_image_size(checkpoints.load(spec, layer=layer, trust_pickle=trust_pickle), image_size)
+        if callable(getattr(checkpoint, "to", None)):  # torch checkpoints: the GPU when there is one
+            checkpoint.to(device or ("cuda" if torch_cuda_available() else "cpu"))
         row.has_head = bool(checkpoint.has_head)
         started = time.perf_counter()
         embeddings = {}
@@ -233,25 +242,29 @@ def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_p
 
 
 def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False, layer=None, batch_size=64,
-         progress=True, names=None, image_size=None) -> Ranking:
+         progress=True, names=None, image_size=None, executor=None) -> Ranking:
     """Rank `checkpoints` (specs or modules) for `task` (a spec or a loaded Task) by `measures`.
 
     Returns a `Ranking`: rows best first by the first measure, per-measure ranks, timings, and agreement
-    between measures. Failing checkpoints appear as rows with `error` set.
+    between measures. Failing checkpoints appear as rows with `error` set. executor: where each checkpoint is
+    scored (None or "local": here, one after another; "ray" or a `neucrab.executors.RayExecutor`: Ray tasks).
     """
-    from . import tasks
-    from .progress import progress_bar
+    from . import executors, tasks
 
     measures = resolve_measures(measures)
+    task_spec = task
     task = tasks.load(task) if isinstance(task, str) else task
     if not checkpoints:
         raise InputError("checkpoints: expected at least one checkpoint")
     names = list(names) if names else [checkpoint_label(spec, i) for i, spec in enumerate(checkpoints)]
-    rows = []
-    with progress_bar(len(checkpoints), "checkpoints", enabled=progress) as advance:
-        for spec, name in zip(checkpoints, names):
-            rows.append(score_checkpoint(spec, task, measures, name=name, cache_dir=cache_dir,
-                                         trust_pickle=trust_pickle, layer=layer, batch_size=batch_size,
-                                         progress=progress, image_size=image_size))
-            advance(label=name)
+    executor = executors.resolve(executor)
+    shared = {"task": task_spec if executor.remote and isinstance(task_spec, str) else task, "measures": measures,
+              "cache_dir": executor.cache_dir(cache_dir), "trust_pickle": trust_pickle, "layer": layer,
+              "batch_size": batch_size, "progress": progress and not executor.remote, "image_size": image_size}
+    units = [executors.Unit(name, {"spec": spec, "name": name}, executors.spec_size(spec))
+             for spec, name in zip(checkpoints, names)]
+    rows: list[Row] = [None] * len(units)
+    for index, row, error in executor.map(score_checkpoint, units, shared=shared, description="checkpoints",
+                                          progress=progress, failed=lambda row: bool(row.error)):
+        rows[index] = row if error is None else Row(checkpoint=units[index].label, error=executors.describe(error))
     return Ranking(task=getattr(task, "name", str(task)), measures=measures, rows=sort_rows(rows, measures[0]))
