@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from neucrab import checkpoints, groundtruth, rank, tasks
-from neucrab.example import lite_weights
 from neucrab.extract import extract
 
 TASK = "digits:400"
@@ -95,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device here; run it on a GPU machine")
-    spec = f"efficientnet_lite0={lite_weights('efficientnet_lite0')}"
+    spec = "packaged:efficientnet_lite0"
     task = tasks.load(TASK)
     report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "cpu_threads":
               torch.get_num_threads(), "task": TASK, "checkpoint": "EfficientNet-Lite0 (ImageNet)"}

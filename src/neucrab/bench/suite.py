@@ -10,7 +10,7 @@ A suite is a JSON (or, on Python 3.11+, TOML) document:
      "notes": "free text"}
 
 Checkpoint and task specs are those of `neucrab rank`. Relative paths resolve against the suite file's folder.
-Hub names (`timm:NAME`, `hf:ORG/NAME`, `torchvision:...`, `ARCH:random`) and built-in tasks (`digits`,
+Hub names (`timm:NAME`, `hf:ORG/NAME`, `torchvision:...`, `ARCH:random`, `packaged:NAME`) and built-in tasks (`digits`,
 `mnist5k`, `NAME:SIZE`, `builtin:NAME`) are not files. `ARCH=WEIGHTS` checks (and resolves) the weights path.
 A checkpoint's name defaults to its spec as written. `sweep` keys default to the paper's grid
 (`neucrab.groundtruth`), batch 512 and the checkpoint's own image size.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-HUB_PREFIXES = ("timm:", "hf:", "torchvision:")
+HUB_PREFIXES = ("timm:", "hf:", "torchvision:", "packaged:")
 _RANDOM = re.compile(r".+:random(:\d+)?")
 SWEEP_KEYS = ("lrs", "steps", "batch_size", "image_size", "seed")
 
