@@ -92,7 +92,7 @@ class FinetuneResult:
 def finetune(checkpoint, task, *, lr: float, steps: int | None = None, epochs: float | None = None,
              batch_size: int = 512, seed: int = 0, eval_at: Iterable[int] = (), image_size: int | None = None,
              device=None, progress: bool = False, return_model: bool = False) -> FinetuneResult:
-    """Fine-tune `checkpoint` (a loaded PyTorch checkpoint, a spec or an nn.Module) on `task` (a Task or task
+    """Fine-tune `checkpoint` (a loaded PyTorch or ONNX checkpoint, a spec or an nn.Module) on `task` (a Task or task
     spec) and return its test accuracy; see the module docstring for every setting.
 
     lr: constant learning rate (> 0). steps or epochs (exactly one): training length. batch_size: 512 in the
@@ -112,6 +112,18 @@ def finetune(checkpoint, task, *, lr: float, steps: int | None = None, epochs: f
                          advance=lambda: advance(), return_model=return_model)
 
 
+def trainable(checkpoint):
+    """`checkpoint` as a checkpoint with a trainable PyTorch network: an ONNX checkpoint converted by onnx2torch
+    (`neucrab.checkpoints.onnx_torch`), any other as it is."""
+    from .checkpoints.onnx_model import OnnxCheckpoint
+
+    if isinstance(checkpoint, OnnxCheckpoint):
+        from .checkpoints.onnx_torch import to_torch
+
+        return to_torch(checkpoint)
+    return checkpoint
+
+
 def require_trainable(checkpoint) -> None:
     """InputError unless `checkpoint` carries a PyTorch network that can be trained."""
     feature_module = getattr(checkpoint, "feature_module", None)
@@ -120,7 +132,7 @@ def require_trainable(checkpoint) -> None:
         what = "precomputed features have" if kind == "features" else f"{type(checkpoint).__name__} has"
         raise InputError(f"checkpoint {getattr(checkpoint, 'name', checkpoint)!r}: {what} no PyTorch network and "
                          "cannot be fine-tuned; expected a PyTorch checkpoint (nn.Module, TorchScript, .pth, "
-                         "ARCH=WEIGHTS, timm:NAME, hf:NAME)")
+                         "ARCH=WEIGHTS, timm:NAME, hf:NAME) or an ONNX file")
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -224,12 +236,15 @@ class Finetuner:
 
     def __init__(self, checkpoint, task, *, image_size: int | None = None, device=None,
                  memory_bound: int = MEMORY_BOUND):
+        checkpoint = trainable(checkpoint)  # ONNX: converted to PyTorch (fingerprint: the ONNX one + a marker)
         require_trainable(checkpoint)
         self.checkpoint = checkpoint
         self.task: Task = load_task(task)
         _check_pair(checkpoint, self.task)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.image_size = self._image_size(image_size)
+        if callable(getattr(checkpoint, "check_input_size", None)) and self.image_size is not None:
+            checkpoint.check_input_size(self.image_size)  # a converted ONNX graph may not take this size
         if self.task.modality == "image":
             preprocess = dataclasses.replace(checkpoint.preprocess, size=self.image_size)
             channels_last = bool(getattr(checkpoint, "channels_last", False))

@@ -31,10 +31,13 @@ class OnnxCheckpoint(Checkpoint):
 
     `session`: the onnxruntime InferenceSession; `input_name`; `feature_tensor`, `logits_tensor`,
     `probs_tensor`: the graph tensors read for features, logits and probabilities (None when absent).
+    `path`, `file_sha256`: the file and the sha256 of its bytes when loaded (fine-tuning converts the graph
+    to PyTorch from the file: `neucrab.checkpoints.onnx_torch`).
     """
 
     def __init__(self, *, session, input_name: str, input_shape: list, feature_tensor: str,
-                 logits_tensor: str | None, probs_tensor: str | None, **fields):
+                 logits_tensor: str | None, probs_tensor: str | None, path: Path | None = None,
+                 file_sha256: str | None = None, **fields):
         super().__init__(modality="image", has_head=logits_tensor is not None or probs_tensor is not None,
                          **fields)
         self.session = session
@@ -43,6 +46,7 @@ class OnnxCheckpoint(Checkpoint):
         self.feature_tensor = feature_tensor
         self.logits_tensor = logits_tensor
         self.probs_tensor = probs_tensor
+        self.path, self.file_sha256 = path, file_sha256
         self._outputs = [t for t in (feature_tensor, probs_tensor or logits_tensor) if t is not None]
 
     def _prepare(self, batch) -> np.ndarray:
@@ -163,6 +167,7 @@ def load_onnx(path: Path, spec: str, *, layer=None, preprocess=None, name=None) 
     square = len(input_shape) == 4 and isinstance(input_shape[2], int) and input_shape[2] == input_shape[3]
     if preprocess is None and square:  # the model's fixed input size, ImageNet statistics
         chosen, source = Preprocess(size=input_shape[2]), "default, size from the model's input"
+    digest = sha256_file(path)
     return OnnxCheckpoint(
         session=session,
         input_name=inputs[0].name,
@@ -171,7 +176,9 @@ def load_onnx(path: Path, spec: str, *, layer=None, preprocess=None, name=None) 
         logits_tensor=logits_tensor,
         probs_tensor=probs_tensor,
         name=name or path.stem,
-        fingerprint=fingerprint("onnx", sha256_file(path), layer, chosen.key()),
+        path=path,
+        file_sha256=digest,
+        fingerprint=fingerprint("onnx", digest, layer, chosen.key()),
         preprocess=chosen,
         layer=layer,
         details={"source": str(path), "architecture": "onnx", "feature_tensor": feature_tensor,
