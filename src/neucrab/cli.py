@@ -4,8 +4,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 
 from .errors import InputError
+
+
+@contextmanager
+def _executor(args: argparse.Namespace):
+    """The executor the --executor options name (see neucrab.executors and docs/ray.md), closed afterwards."""
+    from .executors import DEFAULT_MAX_RETRIES, LocalExecutor, RayExecutor
+
+    ray_options = {"--address": args.address, "--ray-num-cpus": args.ray_num_cpus,
+                   "--ray-num-gpus": args.ray_num_gpus, "--ray-max-retries": args.ray_max_retries}
+    if args.executor == "ray":
+        retries = DEFAULT_MAX_RETRIES if args.ray_max_retries is None else args.ray_max_retries
+        executor = RayExecutor(args.address, num_cpus=args.ray_num_cpus, num_gpus=args.ray_num_gpus,
+                               max_retries=retries)
+    else:
+        given = [flag for flag, value in ray_options.items() if value is not None]
+        if given:
+            raise InputError(f"{given[0]}: only applies with --executor ray; expected --executor ray or no {given[0]}")
+        executor = LocalExecutor()
+    try:
+        yield executor
+    finally:
+        executor.close()
 
 
 def _measures(args: argparse.Namespace) -> int:
@@ -42,9 +65,10 @@ def _rank(args: argparse.Namespace) -> int:
         raise InputError("rank: expected at least one CHECKPOINT (or --example)")
     if not task:
         raise InputError("--task: expected a task (an image folder, a CSV, a .npz, digits or mnist5k)")
-    ranking = rank(checkpoints, task, args.measure, cache_dir=args.cache_dir, trust_pickle=args.trust_pickle,
-                   layer=args.layer, batch_size=args.batch_size, progress=not args.no_progress, names=names,
-                   image_size=args.image_size)
+    with _executor(args) as executor:
+        ranking = rank(checkpoints, task, args.measure, cache_dir=args.cache_dir, trust_pickle=args.trust_pickle,
+                       layer=args.layer, batch_size=args.batch_size, progress=not args.no_progress, names=names,
+                       image_size=args.image_size, executor=executor)
     if args.format == "json":
         print(ranking.to_json())
     elif args.format == "csv":
@@ -62,24 +86,30 @@ def _rank(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from .checkpoints import load as load_checkpoint
-    from .extract import default_cache_dir, extract
+    from .extract import default_cache_dir, extract_pool
     from .tasks import load as load_task
 
     task = load_task(args.task)
     if task.skipped:
         print(f"skipped {len(task.skipped)} unreadable file(s), e.g. {task.skipped[0]}", file=sys.stderr)
-    checkpoint = load_checkpoint(args.checkpoint, layer=args.layer, trust_pickle=args.trust_pickle)
     splits = ("train", "test") if args.split == "both" else (args.split,)
-    print(f"cache: {args.cache_dir or default_cache_dir()}")
-    for split in splits:
-        embedding = extract(checkpoint, task, split, cache_dir=args.cache_dir, batch_size=args.batch_size,
-                            progress=not args.no_progress)
-        shape = " x ".join(map(str, embedding.features.shape))
-        how = "cache hit" if embedding.cached else "computed"
-        print(f"{checkpoint.name} / {task.name} {split}: {shape} features, {how} in {embedding.seconds:.2f} s"
-              + (f" -> {embedding.path}" if embedding.path else ""))
-    return 0
+    with _executor(args) as executor:
+        print(f"cache: {args.cache_dir or default_cache_dir()}")
+        outcomes = extract_pool(args.checkpoints, args.task, splits=splits, executor=executor,
+                                progress=not args.no_progress, cache_dir=args.cache_dir, layer=args.layer,
+                                trust_pickle=args.trust_pickle, batch_size=args.batch_size)
+    for spec, summaries, error in outcomes:
+        if error is not None:  # one bad checkpoint is reported; the others go on
+            print(f"neucrab: error: {spec}: {error}" if len(args.checkpoints) > 1 else f"neucrab: error: {error}",
+                  file=sys.stderr)
+            continue
+        for summary in summaries:
+            shape = " x ".join(map(str, summary["shape"]))
+            how = "cache hit" if summary["cached"] else "computed"
+            print(f"{summary['checkpoint']} / {summary['task']} {summary['split']}: {shape} features, {how} in "
+                  f"{summary['seconds']:.2f} s" + (f" -> {summary['path']}" if summary["path"] else ""))
+    failed = sum(error is not None for _, _, error in outcomes)
+    return 0 if not failed else 2 if failed == len(outcomes) else 1
 
 
 def _groundtruth(args: argparse.Namespace) -> int:
@@ -91,17 +121,12 @@ def _groundtruth(args: argparse.Namespace) -> int:
     lrs, steps = gt.check_grid(args.lr or gt.PAPER_LRS, args.steps or gt.PAPER_STEPS)  # before any training
     out = gt.check_output(args.out) if args.out else None
     task = load_task(args.task)
-    results, errors = {}, {}
-    for spec in args.checkpoints:
-        try:
-            results[spec] = gt.groundtruth(spec, task, lrs=lrs, steps=steps, batch_size=args.batch_size,
-                                           image_size=args.image_size, seed=args.seed, cache_dir=args.cache_dir,
-                                           device=args.device, progress=not args.no_progress,
-                                           trust_pickle=args.trust_pickle, layer=args.layer)
-        except InputError as error:  # one bad checkpoint is reported in its row; the others go on
-            errors[spec] = str(error)
-        except Exception as error:  # a stranger's network can fail in any library
-            errors[spec] = f"{type(error).__name__}: {error}"
+    with _executor(args) as executor:  # one bad checkpoint is reported in its row; the others go on
+        results, errors = gt.groundtruth_pool(args.checkpoints, args.task, names=args.checkpoints, executor=executor,
+                                              progress=not args.no_progress, cache_dir=args.cache_dir, lrs=lrs,
+                                              steps=steps, batch_size=args.batch_size, image_size=args.image_size,
+                                              seed=args.seed, device=args.device, trust_pickle=args.trust_pickle,
+                                              layer=args.layer)
     Console().print(gt.table(task.name, results, errors))
     if out is not None:
         print(f"wrote {gt.write_results(out, task.name, results, errors)}", file=sys.stderr)
@@ -128,12 +153,38 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench.run import run_bench, to_markdown
     from .bench.suite import load_suite
 
-    suite = load_suite(args.suite)  # validated before any work
-    document = run_bench(suite, args.out, cache_dir=args.cache_dir, device=args.device,
-                         progress=not args.no_progress, trust_pickle=args.trust_pickle)
+    suite = load_suite(args.suite, quick=args.quick)  # validated before any work
+    with _executor(args) as executor:
+        document = run_bench(suite, args.out, cache_dir=args.cache_dir, device=args.device,
+                             progress=not args.no_progress, trust_pickle=args.trust_pickle, executor=executor)
     print(to_markdown(document))
     print(f"wrote {args.out}: table.md, table.csv, results.json, figure1_*.png, scatter_*.png", file=sys.stderr)
     return 0
+
+
+def _pretrain_mini(args: argparse.Namespace) -> int:
+    from .bench.pretrain import pretrain_mini
+
+    manifest = pretrain_mini(args.out, seed=args.seed, epochs=args.epochs, quick=args.quick,
+                             progress=not args.no_progress, log=lambda line: print(line, file=sys.stderr))
+    for name, entry in sorted(manifest["files"].items()):
+        print(f"{name}: {entry['held_out_metric']} {entry['held_out']:.4f}, {entry['seconds']} s")
+    print(f"wrote {args.out}: *.safetensors, manifest.json", file=sys.stderr)
+    return 0
+
+
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where the work runs (docs/ray.md)")
+    group.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local: here, one unit after another (default); ray: each unit as a Ray task "
+                            "(pip install 'neucrab[ray]'; --cache-dir must be a folder every worker reaches)")
+    group.add_argument("--address", metavar="ADDR", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: "
+                       "$RAY_ADDRESS, else a new local Ray instance)")
+    group.add_argument("--ray-num-cpus", type=float, metavar="N", help="CPUs each unit asks for (default 1)")
+    group.add_argument("--ray-num-gpus", type=float, metavar="N", help="GPUs each unit asks for (default: 1 where the "
+                       "checkpoint file is 100 MB or more and the cluster has GPUs, else 0)")
+    group.add_argument("--ray-max-retries", type=int, metavar="N",
+                       help="retries of a unit whose worker died (default 3)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,10 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     ranking.add_argument("--trust-pickle", action="store_true",
                          help="allow unpickling checkpoint files (runs code from the file: only for files you trust)")
     ranking.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_executor_options(ranking)
     ranking.set_defaults(run=_rank)
 
     extracting = commands.add_parser("extract", help="fill the feature cache for one checkpoint and task")
-    extracting.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint spec, as for rank")
+    extracting.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint specs, as for rank")
     extracting.add_argument("--task", required=True, help="an image folder, a CSV, a .npz, or digits, mnist5k")
     extracting.add_argument("--layer", help="features from this named layer instead of the head's input")
     extracting.add_argument("--split", choices=("train", "test", "both"), default="both")
@@ -173,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     extracting.add_argument("--trust-pickle", action="store_true",
                             help="allow unpickling checkpoint files (runs code from the file: only trusted files)")
     extracting.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_executor_options(extracting)
     extracting.set_defaults(run=_extract)
 
     truth = commands.add_parser("groundtruth", help="fine-tune over a grid and keep the best test accuracy (the "
@@ -195,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     truth.add_argument("--trust-pickle", action="store_true",
                        help="allow unpickling checkpoint files (runs code from the file: only trusted files)")
     truth.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_executor_options(truth)
     truth.set_defaults(run=_groundtruth)
 
     judging = commands.add_parser("evaluate", help="judge saved rankings against a ground truth (Recall@k, Rel@k, "
@@ -212,15 +266,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     benching = commands.add_parser("bench", help="run a benchmark suite: scores, fine-tuning ground truth, the "
                                    "paper's tables and figures")
-    benching.add_argument("suite", metavar="SUITE_FILE", help="a JSON (or TOML) suite; see neucrab.bench.suite "
-                          "(the paper's: src/neucrab/bench/suites/paper.json)")
+    benching.add_argument("suite", metavar="SUITE", help="a shipped suite (mini: Mini-NeuCRaB, paper: NeuCRaB with "
+                          "hub stand-ins) or a JSON/TOML suite file; see neucrab.bench.suite")
     benching.add_argument("--out", required=True, metavar="DIR", help="folder for table.md/.csv, results.json, PNGs")
+    benching.add_argument("--quick", action="store_true", help="the suite's quick variant (SUITE-quick): a subset "
+                          "of checkpoints and tasks with a tiny sweep, a smoke test in minutes")
     benching.add_argument("--cache-dir", help="cache root (default $NEUCRAB_CACHE or ~/.cache/neucrab)")
     benching.add_argument("--device", help="fine-tuning device: cuda, cpu, ... (default: cuda when available)")
     benching.add_argument("--trust-pickle", action="store_true",
                           help="allow unpickling checkpoint files (runs code from the file: only trusted files)")
     benching.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_executor_options(benching)
     benching.set_defaults(run=_bench)
+
+    pretraining = commands.add_parser("pretrain-mini", help="pre-train Mini-NeuCRaB's checkpoints on MNIST 5k (CPU, "
+                                      "seeded; skips files that are up to date)")
+    pretraining.add_argument("--out", required=True, metavar="DIR", help="folder for *.safetensors and manifest.json")
+    pretraining.add_argument("--seed", type=int, default=0)
+    pretraining.add_argument("--epochs", type=int, metavar="N", help="epochs per model (default 8; 1 with --quick)")
+    pretraining.add_argument("--quick", action="store_true", help="a tiny run (500 images) for tests")
+    pretraining.add_argument("--no-progress", action="store_true", help="no progress bars")
+    pretraining.set_defaults(run=_pretrain_mini)
     return parser
 
 

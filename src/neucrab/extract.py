@@ -548,3 +548,48 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
         store.clear_chunks(key)
     return Embedding(collector.features, collector.probs, samples.labels, path=path,
                      seconds=time.perf_counter() - started)
+
+
+# ------------------------------------------------------------------------------------------ 5. many specs
+
+
+def extract_spec(spec, task, splits, *, layer=None, trust_pickle=False, cache_dir=None, batch_size: int = 64,
+                 progress: bool = False, device=None) -> list[dict]:
+    """Load the checkpoint `spec` and fill the feature cache for each of `splits` of `task`: the unit of work of
+    `extract_pool`. device: where torch checkpoints run (default: CUDA when available, else the CPU, as `rank`).
+    Returns one summary per split (the features stay in the cache)."""
+    from .checkpoints import load as load_checkpoint
+
+    task = load_task(task)
+    checkpoint = load_checkpoint(spec, layer=layer, trust_pickle=trust_pickle)
+    if callable(getattr(checkpoint, "to", None)):  # torch checkpoints: the GPU when there is one
+        checkpoint.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    summaries = []
+    for split in splits:
+        embedding = extract(checkpoint, task, split, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
+        path = None if embedding.path is None else str(embedding.path)
+        summaries.append({"checkpoint": checkpoint.name, "task": task.name, "split": split,
+                          "shape": tuple(embedding.features.shape), "cached": embedding.cached,
+                          "seconds": embedding.seconds, "path": path})
+    return summaries
+
+
+def extract_pool(specs, task, *, splits=("train", "test"), executor=None, progress: bool = True, cache_dir=None,
+                 **options) -> list[tuple[str, list[dict] | None, str | None]]:
+    """Fill the feature cache for every checkpoint spec and split of `task`, run by `executor` (None or "local":
+    here, one unit per checkpoint; "ray" or a `neucrab.executors.RayExecutor`: one Ray task per checkpoint and
+    split). Returns (spec, summaries, error) per unit in input order. options: layer, trust_pickle, batch_size."""
+    from . import executors
+
+    executor = executors.resolve(executor)
+    task_spec, task = task, load_task(task)
+    shared = {"task": task_spec if executor.remote and isinstance(task_spec, str) else task, "device": None,
+              "cache_dir": executor.cache_dir(cache_dir), "progress": progress and not executor.remote, **options}
+    groups = [(split,) for split in splits] if executor.remote else [tuple(splits)]
+    units = [executors.Unit(f"{spec} {'+'.join(group)}", {"spec": spec, "splits": group}, executors.spec_size(spec))
+             for spec in specs for group in groups]
+    outcomes: list = [None] * len(units)
+    for index, result, error in executor.map(extract_spec, units, shared=shared, description="extract",
+                                             progress=progress):
+        outcomes[index] = (units[index].kwargs["spec"], result, None if error is None else executors.describe(error))
+    return outcomes

@@ -268,6 +268,37 @@ def groundtruth(checkpoint_spec, task, *, lrs=PAPER_LRS, steps=PAPER_STEPS, batc
                        seed=seed)
 
 
+def groundtruth_pool(checkpoint_specs, task, *, names=None, executor=None, progress: bool = False,
+                     cache_dir=None, **options) -> tuple[dict[str, GroundTruth], dict[str, str]]:
+    """`groundtruth` for each checkpoint (one unit of work per checkpoint and task, run by `executor`: None or
+    "local" here, "ray" or a `neucrab.executors.RayExecutor` as Ray tasks). Returns (name -> GroundTruth,
+    name -> error) in input order; a checkpoint that fails is reported in `errors` and the others go on.
+    options: groundtruth's keyword arguments (lrs, steps, batch_size, image_size, seed, device, ...)."""
+    from . import executors
+    from .tasks import load as load_task
+
+    specs = list(checkpoint_specs)
+    names = list(names) if names else [str(spec) if isinstance(spec, (str, os.PathLike)) else f"checkpoint#{i}"
+                                       for i, spec in enumerate(specs)]
+    executor = executors.resolve(executor)
+    task_spec, task = task, load_task(task)
+    shared = {"task": task_spec if executor.remote and isinstance(task_spec, str) else task, "device": None,
+              "cache_dir": executor.cache_dir(cache_dir), "progress": progress and not executor.remote, **options}
+    units = [executors.Unit(name, {"checkpoint_spec": spec, "name": name}, executors.spec_size(spec))
+             for spec, name in zip(specs, names)]
+    outcomes: list = [None] * len(units)
+    for index, result, error in executor.map(groundtruth, units, shared=shared, description="ground truth",
+                                             progress=progress):
+        outcomes[index] = (result, error)
+    results, errors = {}, {}
+    for unit, (result, error) in zip(units, outcomes):
+        if error is None:
+            results[unit.label] = result
+        else:
+            errors[unit.label] = executors.describe(error)
+    return results, errors
+
+
 # ------------------------------------------------------------------------------------------------ output
 
 

@@ -260,7 +260,8 @@ def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False
     executor = executors.resolve(executor)
     shared = {"task": task_spec if executor.remote and isinstance(task_spec, str) else task, "measures": measures,
               "cache_dir": executor.cache_dir(cache_dir), "trust_pickle": trust_pickle, "layer": layer,
-              "batch_size": batch_size, "progress": progress and not executor.remote, "image_size": image_size}
+              "batch_size": batch_size, "progress": progress and not executor.remote, "image_size": image_size,
+              "device": None}  # None: CUDA when there is one; a Ray unit given no GPU runs on the CPU
     units = [executors.Unit(name, {"spec": spec, "name": name}, executors.spec_size(spec))
              for spec, name in zip(checkpoints, names)]
     rows: list[Row] = [None] * len(units)

@@ -86,24 +86,20 @@ def _mean(values):
 
 
 def run_task(suite: Suite, group: str, task, *, cache_dir=None, device=None, progress=True,
-             trust_pickle=False) -> dict:
-    """Scores, ground truth, costs and per-task evaluation for one group and task."""
+             trust_pickle=False, executor=None) -> dict:
+    """Scores, ground truth, costs and per-task evaluation for one group and task. executor: where the scoring
+    and fine-tuning units run (see `neucrab.executors`); costs are measured here from the cached features."""
     from .. import groundtruth as gt
     from ..ranking import rank
 
     entries = suite.groups[group]
     specs, names = [e.spec for e in entries], [e.name for e in entries]
     ranking = rank(specs, task, suite.measures, names=names, cache_dir=cache_dir, trust_pickle=trust_pickle,
-                   progress=progress, image_size=suite.image_size)
-    truths, errors = {}, {}
-    for entry in entries:
-        try:
-            truths[entry.name] = gt.groundtruth(entry.spec, task, lrs=suite.lrs, steps=suite.steps,
-                                                batch_size=suite.batch_size, image_size=suite.image_size,
-                                                seed=suite.seed, cache_dir=cache_dir, device=device,
-                                                progress=progress, trust_pickle=trust_pickle, name=entry.name)
-        except InputError as error:
-            errors[entry.name] = str(error)
+                   progress=progress, image_size=suite.image_size, executor=executor)
+    truths, errors = gt.groundtruth_pool(specs, task, names=names, executor=executor, progress=progress,
+                                         cache_dir=cache_dir, lrs=suite.lrs, steps=suite.steps,
+                                         batch_size=suite.batch_size, image_size=suite.image_size, seed=suite.seed,
+                                         device=device, trust_pickle=trust_pickle)
     scores = {m: {row.checkpoint: row.scores[m] for row in ranking.rows if m in row.scores} for m in suite.measures}
     accuracies = {name: r.best_accuracy for name, r in truths.items() if r.best_accuracy is not None}
     flops, forward, seconds, forward_seconds = {m: [] for m in suite.measures}, [], {}, []
@@ -249,8 +245,10 @@ def plot_scatter(path: Path, group: str, measures, results: dict[str, dict]) -> 
     return path
 
 
-def run_bench(suite: Suite, out, *, cache_dir=None, device=None, progress=True, trust_pickle=False) -> dict:
-    """Run `suite` and write its outputs into `out` (see the module docstring). Returns the JSON document."""
+def run_bench(suite: Suite, out, *, cache_dir=None, device=None, progress=True, trust_pickle=False,
+              executor=None) -> dict:
+    """Run `suite` and write its outputs into `out` (see the module docstring). Returns the JSON document.
+    executor: where the units of work run (None or "local": here; "ray" or a `neucrab.executors.RayExecutor`)."""
     from .. import groundtruth as gt
     from ..progress import progress_bar
     from ..tasks import load as load_task
@@ -266,7 +264,7 @@ def run_bench(suite: Suite, out, *, cache_dir=None, device=None, progress=True, 
             per_group[group] = {}
             for label, task in zip(labels, tasks):
                 per_group[group][label] = run_task(suite, group, task, cache_dir=cache_dir, device=device,
-                                                   progress=progress, trust_pickle=trust_pickle)
+                                                   progress=progress, trust_pickle=trust_pickle, executor=executor)
                 advance(label=f"{group} / {label}")
     out.mkdir(parents=True, exist_ok=True)
     sections = {group: _judge(suite.measures, results) for group, results in per_group.items()}
