@@ -282,3 +282,13 @@ def test_cli_writes_task_checkpoint_accuracy_rows(tmp_path, capsys, digits, monk
     assert main(["groundtruth", str(good), *common, "--out", str(tmp_path / "truth.txt")]) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "truth.txt" in error and ".csv or .json" in error
+
+
+def test_rank_keeps_early_stopped_runs_in_its_cache_dir(tmp_path):
+    from neucrab import rank
+
+    ranking = rank([tiny_network(0)], "digits:100", ["finetune_1ep"], cache_dir=tmp_path, progress=False,
+                   image_size=16)
+    score = ranking.rows[0].scores["finetune_1ep"]
+    runs = list((tmp_path / "groundtruth").glob("*.json"))
+    assert len(runs) == 1 and json.loads(runs[0].read_text())["accuracy"] == pytest.approx(score)

@@ -152,9 +152,10 @@ def _labels_for(task, split_name: str):
     return getattr(task, split_name).labels
 
 
-def apply_measures(row: Row, measures, task, train, test, checkpoint=None) -> None:
+def apply_measures(row: Row, measures, task, train, test, checkpoint=None, cache_dir=None) -> None:
     """Score one checkpoint's embeddings with each measure, recording n/a reasons and failures per measure.
-    Measures that need the model itself (early-stopped fine-tuning) get the loaded checkpoint and task."""
+    Measures that need the model itself (early-stopped fine-tuning) get the loaded checkpoint and task, and
+    keep their training runs in `cache_dir`'s run cache (the same root as the features)."""
     multilabel = bool(getattr(task, "multilabel", False))
     y_train, y_test = _labels_for(task, "train"), _labels_for(task, "test")
     for name in measures:
@@ -180,7 +181,7 @@ def apply_measures(row: Row, measures, task, train, test, checkpoint=None) -> No
             elif info.needs == TRAIN_TEST:
                 score = info.function(train.features, y_train, test.features, y_test, **kwargs)
             elif info.needs == MODEL:
-                score = info.function(checkpoint, task, **kwargs)
+                score = info.function(checkpoint, task, cache_dir=cache_dir, **kwargs)
             else:
                 raise InputError(f"measure {name}: unsupported need {info.needs!r}")
         except InputError as error:
@@ -237,7 +238,7 @@ def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_p
         row.error = f"{type(error).__name__}: {error}"
         return row
     model = None if checkpoint.modality == "features" else checkpoint
-    apply_measures(row, measures, task, embeddings["train"], embeddings["test"], model)
+    apply_measures(row, measures, task, embeddings["train"], embeddings["test"], model, cache_dir=cache_dir)
     return row
 
 
