@@ -147,3 +147,20 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
         for metric in METRICS:
             assert again["sections"]["g"]["mean"][measure][metric] == section["mean"][measure][metric]
     assert np.isfinite(section["mean"]["knn"]["pearson"])
+
+
+def test_shipped_mini_suites_load_by_name_and_quick_picks_the_quick_variant():
+    full = load_suite("mini")
+    quick = load_suite("mini", quick=True)
+    assert full.path == shipped_suite("mini") and quick.path == shipped_suite("mini-quick")
+    assert set(full.groups) == {"group1", "group2", "group3"} and full.tasks == ["digits:600", "textures", "lfw_faces"]
+    assert (full.image_size, full.batch_size) == (32, 32) and quick.image_size == 32
+    # Group II is one run at four stages, Group III four architectures; every file a spec names is shipped.
+    stages = [entry.spec for entry in full.groups["group2"]]
+    assert [spec.rsplit("/", 1)[1] for spec in stages] == [f"sup_cnn_stage{i}.safetensors" for i in (1, 2, 3, 4)]
+    assert {entry.spec.split("=")[0] for entry in full.groups["group3"]} == {"mini_cnn", "mini_resnet", "mini_mlp",
+                                                                             "mini_vit"}
+    quick_specs = {entry.spec for entries in quick.groups.values() for entry in entries}
+    assert quick_specs <= {entry.spec for entries in full.groups.values() for entry in entries}
+    with pytest.raises(InputError, match="quick variant"):
+        load_suite(shipped_suite("paper"), quick=True)

@@ -241,11 +241,26 @@ def parse_suite(document: dict, path, *, check_files: bool = True) -> Suite:
                  batch_size=batch_size, image_size=image_size, seed=seed, notes=notes, raw=document)
 
 
-def load_suite(path, *, check_files: bool = True) -> Suite:
-    """Read and validate the suite file at `path` (see `parse_suite`)."""
+def shipped_names() -> list[str]:
+    """Names of the suites shipped with neucrab (`neucrab bench NAME`)."""
+    return sorted(p.stem for p in (Path(__file__).parent / "suites").glob("*.json"))
+
+
+def load_suite(path, *, check_files: bool = True, quick: bool = False) -> Suite:
+    """Read and validate the suite at `path`: a suite file, or the name of a shipped suite (see
+    `shipped_names`). quick: its quick variant instead, the shipped suite NAME-quick (or FILE-quick.json
+    beside a suite file)."""
     path = Path(path).expanduser()
+    if not path.is_file() and str(path) in shipped_names():
+        path = shipped_suite(str(path))
+    if quick:
+        quick_path = path.with_name(f"{path.stem}-quick{path.suffix or '.json'}")
+        if not quick_path.is_file():
+            raise InputError(f"suite {path}: --quick needs its quick variant {quick_path}, which does not exist")
+        path = quick_path
     if not path.is_file():
-        raise InputError(f"suite {path}: no such file; expected a JSON or TOML suite file")
+        raise InputError(f"suite {path}: no such file; expected a JSON or TOML suite file or a shipped suite "
+                         f"({', '.join(shipped_names())})")
     return parse_suite(_read(path), path, check_files=check_files)
 
 

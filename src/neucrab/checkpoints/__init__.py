@@ -102,9 +102,9 @@ def load(spec, *, layer: str | None = None, trust_pickle: bool = False, preproce
         model, weights_file = timm_pretrained(text[5:], text)
         return _from_module(model, layer=layer, preprocess=preprocess, name=name or text,
                             weights=sha256_file(weights_file), source=str(weights_file), arch=text)
-    from .architectures import KNOWN, LITE_NAMES
+    from .architectures import KNOWN, LITE_NAMES, MINI_ARCHS
 
-    if text in LITE_NAMES or text.startswith("torchvision:"):
+    if text in LITE_NAMES or text in MINI_ARCHS or text.startswith("torchvision:"):
         raise InputError(f"{text}: an architecture needs weights: write {text}=PATH, or {text}:random")
     if path.suffix or os.sep in text or "/" in text:
         raise InputError(f"{text}: file not found (expected {FORMS})")
@@ -201,11 +201,14 @@ def _from_module(module, *, layer, preprocess, name, weights, source, arch=None)
     """An nn.Module (in memory, unpickled or from timm's hub): its own config first, then the argument."""
     from .architectures import Built, timm_preprocess
     from .efficientnet_lite import VARIANTS, EfficientNetLite
+    from .mini import MINI_PREPROCESS, MiniNet
 
     module.eval()
     own, own_source = None, ""
     if isinstance(module, EfficientNetLite):
         own, own_source = VARIANTS[module.variant].preprocess(), f"{module.variant} (TF lite preprocessing)"
+    elif isinstance(module, MiniNet):
+        own, own_source = MINI_PREPROCESS, "pretrain-mini preprocessing"
     elif getattr(module, "pretrained_cfg", None):
         own, own_source = timm_preprocess(module), "timm pretrained_cfg"
     built = Built(module, own, own_source, arch or f"{type(module).__module__}.{type(module).__qualname__}")

@@ -5,6 +5,8 @@
 - `torchvision:NAME`: any torchvision classification model (`torchvision:resnet18`); ImageNet defaults.
 - `efficientnet_lite0` ... `efficientnet_lite4`: neucrab's own EfficientNet-Lite (lukemelas key names);
   `efficientnet_lite` reads the variant off the state dict's shapes.
+- `mini_cnn`, `mini_resnet`, `mini_mlp`, `mini_vit`: neucrab's small 32x32 networks (`mini.py`), which
+  `neucrab pretrain-mini` trains; a random one gets a 10-way head.
 
 The number of classes is read off the weights (the head's weight shape; no head weights = headless), so
 fine-tuned checkpoints with any head size load.
@@ -22,10 +24,11 @@ from ._common import near_names, optional_import
 from .base import Preprocess
 from .efficientnet_lite import VARIANTS, EfficientNetLite, variant_from_state_dict
 from .features import find_head
+from .mini import MINI_ARCHS, MINI_DEFAULT_CLASSES, MINI_PREPROCESS
 from .weights import fit_state_dict
 
 LITE_NAMES = (*VARIANTS, "efficientnet_lite")
-KNOWN = "timm:<timm model>, torchvision:<torchvision model>, " + ", ".join(LITE_NAMES)
+KNOWN = "timm:<timm model>, torchvision:<torchvision model>, " + ", ".join((*LITE_NAMES, *MINI_ARCHS))
 
 
 @dataclass
@@ -49,6 +52,8 @@ def build(arch: str, state_dict: dict[str, torch.Tensor] | None, spec: str, seed
             built = _build_torchvision(model_name, state_dict, spec)
         elif arch in LITE_NAMES:
             built = _build_lite(arch, state_dict, spec)
+        elif arch in MINI_ARCHS:
+            built = _build_mini(arch, state_dict)
         else:
             raise InputError(f"{spec}: unknown architecture {arch!r}; known: {KNOWN}")
     if state_dict is not None:
@@ -129,3 +134,11 @@ def _build_lite(arch: str, state_dict, spec: str) -> Built:
         classes = fc.shape[0] if fc is not None and fc.ndim == 2 else 0
     model = EfficientNetLite(arch, num_classes=classes)
     return Built(model, VARIANTS[arch].preprocess(), f"{arch} (TF lite preprocessing)", arch)
+
+
+def _build_mini(arch: str, state_dict) -> Built:
+    classes = MINI_DEFAULT_CLASSES
+    if state_dict is not None:
+        head = state_dict.get("head.weight")
+        classes = head.shape[0] if head is not None and head.ndim == 2 else 0
+    return Built(MINI_ARCHS[arch](num_classes=classes), MINI_PREPROCESS, f"{arch} (pretrain-mini preprocessing)", arch)
