@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "seeded; skips files that are up to date)")
     pretraining.add_argument("--out", required=True, metavar="DIR", help="folder for *.safetensors and manifest.json")
     pretraining.add_argument("--seed", type=int, default=0)
-    pretraining.add_argument("--epochs", type=int, metavar="N", help="epochs per model (default 8; 1 with --quick)")
+    pretraining.add_argument("--epochs", type=int, metavar="N", help="epochs per model (default 6; 1 with --quick)")
     pretraining.add_argument("--quick", action="store_true", help="a tiny run (500 images) for tests")
     pretraining.add_argument("--no-progress", action="store_true", help="no progress bars")
     pretraining.set_defaults(run=_pretrain_mini)
