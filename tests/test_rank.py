@@ -153,3 +153,45 @@ def test_multilabel_task_scores_only_the_measures_that_allow_it(tmp_path):
     # Multi-hot targets go to LogME as real-valued columns (its regression form).
     assert row.scores["logme"] == pytest.approx(measures.logme(features[:n_train], y[:n_train], regression=True))
     assert "knn" not in row.scores and row.notes["knn"].startswith("n/a")
+
+
+def test_a_rerun_reads_scores_from_the_score_cache_and_code_changes_invalidate_them(pool, tmp_path, monkeypatch):
+    import dataclasses
+    import warnings
+
+    from neucrab import score_cache
+    from neucrab.extract import CacheWarning
+    from neucrab.measures import REGISTRY
+
+    calls = []
+    info = REGISTRY["knn"]
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return info.function(*args, **kwargs)
+
+    monkeypatch.setitem(REGISTRY, "knn", dataclasses.replace(info, function=counted))
+    specs = [str(pool["npz"]), str(pool["torchscript"])]
+    first = rank(specs, pool["task"], ["knn", "logme"], cache_dir=tmp_path, progress=False)
+    assert len(calls) == 2
+    again = rank(specs, pool["task"], ["knn", "logme"], cache_dir=tmp_path, progress=False)
+    assert len(calls) == 2  # nothing recomputed
+    assert [r.scores for r in again.rows] == [r.scores for r in first.rows]
+    assert [r.seconds["knn"] for r in again.rows] == [r.seconds["knn"] for r in first.rows]  # first cost kept
+    # The knn score equals the measure applied to the arrays themselves (npz checkpoint).
+    row = next(r for r in again.rows if r.checkpoint == str(pool["npz"]))
+    direct = measures.knn(pool["arrays"]["features_train"], pool["task"].train.labels)
+    assert row.scores["knn"] == pytest.approx(direct)
+
+    # A damaged record is discarded with a warning and recomputed; so is everything when the code changes.
+    records = sorted((tmp_path / "scores").glob("*.json"))
+    assert len(records) == 4
+    records[0].write_text("{not json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rank(specs, pool["task"], ["knn", "logme"], cache_dir=tmp_path, progress=False)
+    assert any(issubclass(w.category, CacheWarning) for w in caught)
+    recomputed = len(calls)
+    monkeypatch.setattr(score_cache, "measures_code_digest", lambda: "another version of the measures")
+    rank(specs, pool["task"], ["knn", "logme"], cache_dir=tmp_path, progress=False)
+    assert len(calls) == recomputed + 2

@@ -34,16 +34,14 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
-import warnings
-from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import InputError
-from .extract import CacheWarning, default_cache_dir
+from .extract import default_cache_dir
 from .finetune import LOOP_VERSION, Finetuner
+from .json_store import JsonStore
 
 PAPER_LRS = (0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5)
 PAPER_STEPS = (2500, 5000, 10000, 15000, 20000, 40000)  # the text prints 400000 last: see the module docstring
@@ -99,49 +97,15 @@ def run_key(checkpoint, task, *, lr: float, steps: int, batch_size: int, image_s
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-class RunStore:
+class RunStore(JsonStore):
     """Run results as `<root>/<key>.json` (root: the cache root's `groundtruth/` folder)."""
 
     FIELDS = ("lr", "steps", "accuracy", "diverged", "seconds")
+    LABEL = "run cache"
 
-    def __init__(self, root: Path):
-        self.root = Path(root).expanduser()
-
-    def path(self, key: str) -> Path:
-        return self.root / f"{key}.json"
-
-    def read(self, key: str) -> dict | None:
-        """The record, or None when absent; a damaged or foreign record is deleted with a CacheWarning."""
-        path = self.path(key)
-        if not path.exists():
-            return None
-        try:
-            record = json.loads(path.read_text())
-            if record.get("key") != key or any(name not in record for name in self.FIELDS):
-                raise ValueError("it belongs to another key or lacks fields")
-            if not record["diverged"] and not isinstance(record["accuracy"], (int, float)):
-                raise ValueError("a finished run without an accuracy")
-        except (OSError, ValueError, AttributeError) as error:
-            warnings.warn(f"neucrab run cache: discarding damaged {path} ({error}); recomputing it",
-                          CacheWarning, stacklevel=3)
-            path.unlink(missing_ok=True)
-            return None
-        return record
-
-    def write(self, key: str, record: dict) -> None:
-        """Write atomically: `path` holds nothing, the old record or the complete new one."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(handle, "w") as stream:
-                json.dump({**record, "key": key}, stream, indent=1, sort_keys=True)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temp, self.path(key))
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(temp)
-            raise
+    def check(self, record: dict) -> None:
+        if not record["diverged"] and not isinstance(record["accuracy"], (int, float)):
+            raise ValueError("a finished run without an accuracy")
 
 
 def run_store(cache_dir=None) -> RunStore:

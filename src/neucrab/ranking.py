@@ -152,10 +152,15 @@ def _labels_for(task, split_name: str):
     return getattr(task, split_name).labels
 
 
-def apply_measures(row: Row, measures, task, train, test, checkpoint=None, cache_dir=None) -> None:
+def apply_measures(row: Row, measures, task, train, test, checkpoint=None, cache_dir=None, feature_keys=None) -> None:
     """Score one checkpoint's embeddings with each measure, recording n/a reasons and failures per measure.
     Measures that need the model itself (early-stopped fine-tuning) get the loaded checkpoint and task, and
-    keep their training runs in `cache_dir`'s run cache (the same root as the features)."""
+    keep their training runs in `cache_dir`'s run cache (the same root as the features). feature_keys: the
+    feature-cache keys of (train, test); given, each outcome is kept in and read from the score cache
+    (`neucrab.score_cache`) under `cache_dir`."""
+    from .score_cache import score_key, score_store
+
+    store = score_store(cache_dir) if feature_keys else None
     multilabel = bool(getattr(task, "multilabel", False))
     y_train, y_test = _labels_for(task, "train"), _labels_for(task, "test")
     for name in measures:
@@ -172,6 +177,15 @@ def apply_measures(row: Row, measures, task, train, test, checkpoint=None, cache
                 row.notes[name] = "n/a: single-label measure on a multi-label task"
                 continue
             kwargs["regression"] = True  # multi-hot targets as real-valued columns (LogME)
+        key = score_key(name, feature_keys, kwargs) if store else None
+        record = store.read(key) if store else None
+        if record is not None:
+            row.seconds[name] = record["seconds"]  # the measure's cost when it was computed
+            if record["score"] is None:
+                row.notes[name] = record["note"]
+            else:
+                row.scores[name] = record["score"]
+            continue
         started = time.perf_counter()
         try:
             if info.needs == FEATURES:
@@ -186,10 +200,12 @@ def apply_measures(row: Row, measures, task, train, test, checkpoint=None, cache
                 raise InputError(f"measure {name}: unsupported need {info.needs!r}")
         except InputError as error:
             row.notes[name] = f"error: {error}"
-            continue
-        finally:
-            row.seconds[name] = time.perf_counter() - started
-        row.scores[name] = float(score)
+        else:
+            row.scores[name] = float(score)
+        row.seconds[name] = time.perf_counter() - started
+        if store:
+            store.write(key, {"measure": name, "score": row.scores.get(name), "note": row.notes.get(name),
+                              "seconds": row.seconds[name]})
 
 
 def checkpoint_label(spec, index: int) -> str:
@@ -215,7 +231,7 @@ def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_p
     """
     from . import checkpoints, tasks
     from .checkpoints.base import at_image_size
-    from .extract import extract
+    from .extract import cache_key, extract
 
     row = Row(checkpoint=name or checkpoint_label(spec, 0))
     try:
@@ -238,7 +254,9 @@ def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_p
         row.error = f"{type(error).__name__}: {error}"
         return row
     model = None if checkpoint.modality == "features" else checkpoint
-    apply_measures(row, measures, task, embeddings["train"], embeddings["test"], model, cache_dir=cache_dir)
+    keys = tuple(cache_key(checkpoint, task, split) for split in ("train", "test"))
+    apply_measures(row, measures, task, embeddings["train"], embeddings["test"], model, cache_dir=cache_dir,
+                   feature_keys=keys)
     return row
 
 
