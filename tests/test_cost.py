@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from neucrab import InputError
+from neucrab import InputError, flops, measures
 from neucrab.cost import count_torch_flops, forward_flops, gemm, measure_cost, mi_gemm_flops
-from neucrab.measures import REGISTRY, mutual_information
-from neucrab.measures import mi as mi_module
-from neucrab.measures.registry import MODEL
+from neucrab.measures import REGISTRY, ialpha, mutual_information
+from neucrab.measures.registry import MODEL, MeasureInfo, Needs, default_measures
 
 # What a fine-tuning measure needs besides the shapes: FLOPs of one sample's forward pass.
 EXTRA = {name: {"forward": 1e9} for name, info in REGISTRY.items() if info.needs == MODEL}
@@ -48,10 +47,10 @@ def test_formulas_by_hand():
 def test_mi_critic_products_match_torch_flop_counter(monkeypatch, pca):
     # With early stopping switched off training runs its full budget, and the formula's products of the
     # critic (training steps, early-stopping checks, held-out evaluation) must equal what torch counts.
-    monkeypatch.setattr(mi_module, "PATIENCE", 10**9)
+    monkeypatch.setattr(ialpha, "PATIENCE", 10**9)
     rng = np.random.default_rng(0)
     features, labels = rng.normal(size=(150, 7)) @ rng.normal(size=(7, 7)), rng.integers(0, 3, size=150)
-    dims = mi_module._pca(features, 0.8).shape[1] if pca else 7
+    dims = ialpha._reduce(features, 0.8).shape[1] if pca else 7
     counted = count_torch_flops(mutual_information, features, labels, pca=pca, steps=30)
     assert counted == mi_gemm_flops(150, dims, 3, steps=30)
 
@@ -93,7 +92,7 @@ def test_counts_given_by_the_run_replace_the_caps():
     [
         (lambda: measure_cost("nope", 10, 4, 2), "unknown measure"),
         (lambda: measure_cost("leep", 10, 4, 2), "sources"),
-        (lambda: measure_cost("hscore", 0, 4, 2), "n must be a positive integer"),
+        (lambda: measure_cost("hscore", 0, 4, 2), "n: expected a positive integer"),
         (lambda: measure_cost("hscore", 10, 4, 2, iterations=3), "unexpected keyword"),
         (lambda: measure_cost("finetune_5ep", 10, 4, 2), "forward"),
     ],
@@ -101,3 +100,44 @@ def test_counts_given_by_the_run_replace_the_caps():
 def test_bad_requests_are_input_errors(call, match):
     with pytest.raises(InputError, match=match):
         call()
+
+
+def test_a_measure_without_formula_is_an_input_error(monkeypatch):
+    info = MeasureInfo("uncounted", lambda features, labels: 0.0, Needs.FEATURES, "a test measure", "none")
+    monkeypatch.setitem(REGISTRY, "uncounted", info)
+    with pytest.raises(InputError, match="no cost formula for measure 'uncounted'"):
+        measure_cost("uncounted", 10, 4, 2)
+
+
+def test_the_formula_is_the_one_its_register_carries(monkeypatch):
+    info = MeasureInfo("counted", lambda features, labels: 0.0, Needs.FEATURES, "a test measure", "none",
+                       cost=lambda n, d, c, sources, test_n: flops.gemm(n, d, c))
+    monkeypatch.setitem(REGISTRY, "counted", info)
+    assert measure_cost("counted", 10, 4, 2) == 2 * 10 * 4 * 2
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True, "10"])
+def test_shapes_are_checked_with_the_shared_rule(value):
+    with pytest.raises(InputError, match=r"^d: expected a positive integer, got "):
+        measure_cost("hscore", 10, value, 2)
+
+
+# ------------------------------------------------------------------ what else @register carries
+def test_default_positions_give_ranks_default_set():
+    expected = ["nleep", "logme", "shrinkage_hscore", "transrate", "gbc", "sfda", "knn", "leep", "nce"]
+    assert default_measures() == expected
+    assert [REGISTRY[name].default for name in expected] == list(range(9))
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_registered_measure_is_neucrab_measures_name(name):
+    assert getattr(measures, name) is REGISTRY[name].function
+    assert name in dir(measures)
+
+
+def test_a_measure_registered_later_is_an_attribute_too(monkeypatch):
+    function = lambda features, labels: 1.0  # noqa: E731
+    monkeypatch.setitem(REGISTRY, "from_a_plugin", MeasureInfo("from_a_plugin", function, Needs.FEATURES, "x", "y"))
+    assert measures.from_a_plugin is function and "from_a_plugin" in dir(measures)
+    with pytest.raises(AttributeError):
+        measures.no_such_measure  # noqa: B018

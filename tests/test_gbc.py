@@ -1,12 +1,13 @@
 """GBC: Bhattacharyya distances by closed form, known overlaps, the variance floor and invariances."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 
 from neucrab import InputError
-from neucrab.measures import gbc
+from neucrab.measures import SaturationWarning, gbc
 from neucrab.measures.gbc import VARIANCE_FLOOR, _bhattacharyya_distance
 
 
@@ -127,3 +128,24 @@ def test_bad_input_is_refused():
         gbc(bad, labels)
     with pytest.raises(InputError, match="at least 2 classes"):
         gbc(features, np.ones(10))
+
+
+# ------------------------------------------------------------------------------------- saturation
+def test_underflow_of_every_coefficient_warns():
+    # Class means 1000 noise standard deviations apart: D_B ~ 1000^2 / 8 per pair, exp(-D_B) underflows to 0
+    # for every pair, so the score is 0 for this checkpoint and for any other that separates the classes.
+    rng = np.random.default_rng(6)
+    labels = np.arange(60) % 3
+    features = rng.normal(size=(60, 4)) + 1000.0 * np.eye(3, 4)[labels]
+    with pytest.warns(SaturationWarning, match="underflows"):
+        assert gbc(features, labels) == 0.0
+
+
+def test_healthy_gbc_does_not_warn():
+    # Overlapping classes (and one well separated pair, whose coefficient alone underflows): no warning.
+    rng = np.random.default_rng(7)
+    labels = np.arange(90) % 3
+    features = rng.normal(size=(90, 5)) + np.array([[0.0] * 5, [0.5] + [0.0] * 4, [1000.0] + [0.0] * 4])[labels]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert -6.0 < gbc(features, labels) < -0.1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neucrab import InputError
-from neucrab.measures import hscore, shrinkage_hscore
+from neucrab.measures import SaturationWarning, hscore, shrinkage_hscore
 
 
 def _task(n=60, d=5, classes=3, seed=0):
@@ -132,3 +132,21 @@ def test_bad_input_is_refused(measure):
         measure(bad, labels)
     with pytest.raises(InputError, match="at least 2 classes"):
         measure(features, ["only"] * 20)
+
+
+# ------------------------------------------------------------------------------------- saturation
+def test_rank_n_minus_one_is_a_saturation_warning():
+    # D = 40 > N - 1 = 19: pinv whitens the whole sample space and the H-score is C - 1 for any features.
+    rng = np.random.default_rng(8)
+    labels = np.arange(20) % 4
+    with pytest.warns(SaturationWarning, match="C - 1 = 3") as caught:
+        assert hscore(rng.normal(size=(20, 40)), labels) == pytest.approx(3.0, rel=1e-9)
+    assert issubclass(caught[0].category, RuntimeWarning)  # also what it was before SaturationWarning
+
+
+def test_healthy_hscore_does_not_warn():
+    features, labels = _task(n=80, d=10, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert 0.0 < hscore(features, labels) < 2.0
+        assert shrinkage_hscore(features, labels) > 0.0

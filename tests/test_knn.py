@@ -188,3 +188,9 @@ def test_bad_input_raises(features, labels, k):
 def test_registered():
     info = REGISTRY["knn"]
     assert info.function is knn and info.needs == "features" and info.care
+
+
+def test_k_uses_the_shared_count_rule():
+    with pytest.raises(InputError) as caught:
+        knn([[0.0], [1.0], [2.0]], [0, 1, 0], k=1.5)
+    assert str(caught.value) == "k: expected a positive integer, got 1.5"

@@ -226,14 +226,13 @@ def test_nleep_matches_scikit_learn_formulation(n, dims, per_class, shift):
 def test_mixture_fit_matches_scikit_learn_iteration_for_iteration():
     # Same EM, same stopping rule (|change of the mean log-likelihood| < 1e-3): same number of iterations,
     # same final lower bound, same posteriors; on overlapping data where EM takes many iterations.
-    import sys
-
     from sklearn.mixture import GaussianMixture
 
-    mixture_class = sys.modules["neucrab.measures.leep"]._Mixture
+    from neucrab.measures.mixture import GaussianMixtureEM
+
     x, _ = overlapping(n=200, dims=3)
     reference = GaussianMixture(6, covariance_type="full", random_state=4).fit(x)
-    ours = mixture_class(x, 6, 4)
+    ours = GaussianMixtureEM(x, 6, 4)
     posteriors = ours.fit_posteriors()
     assert reference.n_iter_ > 5
     assert (ours.n_iter, ours.converged) == (reference.n_iter_, reference.converged_)
@@ -245,17 +244,16 @@ def test_mixture_fit_matches_scikit_learn_iteration_for_iteration():
 def test_pca_matches_scikit_learn(n, dims, energy):
     # Eigendecomposition of the scatter (or, for D > N, the Gram) matrix instead of an SVD: same dimension,
     # same scores, same signs. 99% of white noise needs more than the first batch of eigenpairs computed.
-    import sys
-
     from sklearn.decomposition import PCA
 
-    pca = sys.modules["neucrab.measures.leep"]._pca
+    from neucrab.measures.pca import pca
+
     x = np.random.default_rng(2).standard_normal((n, dims)) + 3.0
     expected = PCA(energy, svd_solver="full").fit_transform(x)
-    ours = pca(x.copy(), energy)
+    ours = pca(x.copy(), energy=energy)  # N-LEEP's settings
     assert ours.shape == expected.shape
     np.testing.assert_allclose(ours, expected, atol=1e-8)
-    assert pca(x, 1.0).shape[1] == min(n - 1, dims)  # energy 1 keeps every direction of non-zero variance
+    assert pca(x, energy=1.0).shape[1] == min(n - 1, dims)  # energy 1 keeps every direction of non-zero variance
 
 
 def test_nleep_does_not_modify_its_input():
@@ -341,11 +339,11 @@ def test_nleep_degenerate_but_well_defined_inputs():
 
 
 def test_nleep_warns_when_em_stops_before_converging(monkeypatch):
-    import sys
-
     from sklearn.exceptions import ConvergenceWarning
 
-    monkeypatch.setattr(sys.modules["neucrab.measures.leep"], "MAX_ITER", 1)
+    from neucrab.measures import mixture
+
+    monkeypatch.setattr(mixture, "MAX_ITER", 1)
     x, labels = overlapping()
     with pytest.warns(ConvergenceWarning, match="did not converge"):
         assert np.isfinite(nleep(x, labels))
@@ -423,3 +421,18 @@ def test_registry_entries():
     assert REGISTRY["nleep"].needs == "features" and REGISTRY["nleep"].function is nleep
     assert "nleep_spread" not in REGISTRY
     assert all(REGISTRY[name].care for name in ("leep", "nce", "nleep"))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(seed=2**32), "seed: expected an integer seed in [0, 2**32), got 4294967296"),
+        (dict(pca_energy=0.0), "pca_energy: expected a number in (0, 1], got 0.0"),
+        (dict(components_per_class=True), "components_per_class: expected a positive integer, got True"),
+    ],
+)
+def test_nleep_options_use_the_shared_rules(options, message):
+    x, labels = overlapping()
+    with pytest.raises(InputError) as caught:
+        nleep(x, labels, **options)
+    assert str(caught.value) == message

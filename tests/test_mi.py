@@ -19,8 +19,7 @@ from scipy import integrate, stats
 from scipy.special import logsumexp
 
 from neucrab import InputError
-from neucrab.measures import REGISTRY, mutual_information
-from neucrab.measures import mi as mi_module
+from neucrab.measures import REGISTRY, ialpha, mutual_information
 from neucrab.measures.registry import FEATURES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,10 +44,10 @@ def two_gaussians(mu: float, n: int, seed: int = 0):
 
 def estimate_and_error(features, labels, **kwargs):
     """The estimate and the standard error of its held-out batch estimates (CLT over batches)."""
-    options = dict(alpha=0.01, pca=False, pca_energy=0.8, steps=mi_module.STEPS, seed=0,
-                   batch_size=mi_module.BATCH_SIZE)
+    options = dict(alpha=0.01, pca=False, pca_energy=0.8, steps=ialpha.STEPS, seed=0,
+                   batch_size=ialpha.BATCH_SIZE)
     options.update(kwargs)
-    values, sizes = np.array(mi_module._estimate(features, labels, **options)).T
+    values, sizes = np.array(ialpha._estimate(features, labels, **options)).T
     return float(np.average(values, weights=sizes)), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
@@ -76,14 +75,14 @@ def test_minibatch_bound_matches_the_formula_term_by_term(alpha):
     f = rng.normal(size=(6, 3)) * 2
     codes = np.array([0, 1, 2, 0, 1, 1])
     log_q = np.log([0.2, 0.5, 0.3])
-    value = mi_module._bound(torch.tensor(f), torch.tensor(codes), torch.tensor(log_q), alpha)
+    value = ialpha._bound(torch.tensor(f), torch.tensor(codes), torch.tensor(log_q), alpha)
     assert float(value) == pytest.approx(bound_by_loops(f, codes, log_q, alpha), rel=1e-12, abs=1e-12)
 
 
 def test_leave_one_out_mean_is_exact_when_one_score_dominates():
     # Row 0: one entry 800 above the rest; leaving it out must give the log-mean of the others, not -inf/NaN.
     scores = np.array([[800.0, 0.0, -1.0, -2.0], [1.0, 2.0, 3.0, 4.0]])
-    loo = mi_module._log_loo_mean(torch.tensor(scores)).numpy()
+    loo = ialpha._log_loo_mean(torch.tensor(scores)).numpy()
     for i, j in itertools.product(range(2), range(4)):
         assert loo[i, j] == pytest.approx(logsumexp(np.delete(scores[i], j)) - math.log(3), rel=1e-13)
 
@@ -99,7 +98,7 @@ def test_optimal_critic_makes_the_bound_tight():
         codes = rng.integers(0, 2, size=k)
         x = (2 * codes - 1) * mu + rng.normal(size=k)
         f = np.stack([-np.logaddexp(0, 2 * mu * x), -np.logaddexp(0, -2 * mu * x)], axis=1)  # log p(y|x)
-        values.append(float(mi_module._bound(torch.tensor(f), torch.tensor(codes), log_q, 0.0)))
+        values.append(float(ialpha._bound(torch.tensor(f), torch.tensor(codes), log_q, 0.0)))
     error = np.std(values, ddof=1) / math.sqrt(batches)
     assert abs(np.mean(values) - true_mi_two_gaussians(mu)) < 4 * error
 
@@ -174,7 +173,7 @@ def test_pca_keeps_the_fewest_axes_exceeding_the_energy(energy, kept):
     z -= z.mean(axis=0)
     z = np.linalg.qr(z)[0] * math.sqrt(500)  # orthonormal columns: exact unit variances, no correlation
     features = z * np.sqrt([50.0, 30.0, 15.0, 5.0]) + 3.0
-    reduced = mi_module._pca(features, energy - 1e-9)
+    reduced = ialpha._reduce(features, energy - 1e-9)
     assert reduced.shape == (500, kept)
     # No whitening: the scores keep the variances of the kept axes.
     np.testing.assert_allclose(np.sort(reduced.var(axis=0))[::-1], [50.0, 30.0, 15.0, 5.0][:kept], rtol=1e-9)
@@ -183,7 +182,7 @@ def test_pca_keeps_the_fewest_axes_exceeding_the_energy(energy, kept):
 # -------------------------------------------------------------------------------- registry
 def test_the_four_registered_variants_pass_the_right_settings(monkeypatch):
     calls = []
-    monkeypatch.setattr(mi_module, "mutual_information", lambda features, labels, **kw: calls.append(kw) or 0.0)
+    monkeypatch.setattr(ialpha, "mutual_information", lambda features, labels, **kw: calls.append(kw) or 0.0)
     for name in ("mi", "mi_alpha0.5", "mi_pca", "mi_pca_alpha0.5"):
         assert REGISTRY[name].needs == FEATURES
         REGISTRY[name].function(np.zeros((2, 2)), [0, 1])

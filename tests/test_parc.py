@@ -149,3 +149,17 @@ def test_bad_input_raises(features, labels, kwargs):
 def test_registered():
     info = REGISTRY["parc"]
     assert info.function is parc and info.needs == "features" and "4000" in info.care
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(seed=-1), "seed: expected an integer seed in [0, 2**32), got -1"),
+        (dict(n_dims=1), "n_dims: expected an integer >= 2, got 1"),
+        (dict(max_samples=2.5), "max_samples: expected an integer >= 2, got 2.5"),
+    ],
+)
+def test_options_use_the_shared_rules(options, message):
+    with pytest.raises(InputError) as caught:
+        parc(np.eye(6), [0, 1, 0, 1, 0, 1], **options)
+    assert str(caught.value) == message

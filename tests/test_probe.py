@@ -171,3 +171,16 @@ GOOD_Y = [0, 1, 0, 1]
 def test_bad_input_raises(args, kwargs):
     with pytest.raises(InputError):
         linear_probe(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(seed="a"), "seed: expected an integer seed in [0, 2**32), got 'a'"),
+        (dict(epochs=0), "epochs: expected a positive integer, got 0"),
+    ],
+)
+def test_options_use_the_shared_rules(options, message):
+    with pytest.raises(InputError) as caught:
+        linear_probe(GOOD_X, GOOD_Y, GOOD_X, GOOD_Y, **options)
+    assert str(caught.value) == message

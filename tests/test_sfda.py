@@ -1,11 +1,13 @@
 """SFDA: ordering, invariances, and agreement with a line-by-line re-derivation of the authors' code."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.linalg
 
 from neucrab.errors import InputError
-from neucrab.measures import REGISTRY, sfda
+from neucrab.measures import REGISTRY, SaturationWarning, sfda
 
 
 def _biased_cov(x):
@@ -158,3 +160,23 @@ def test_bad_input_raises(features, labels):
 def test_registered():
     info = REGISTRY["sfda"]
     assert info.function is sfda and info.needs == "features" and "saturates" in info.care
+
+
+# ------------------------------------------------------------------------------------- saturation
+def test_saturation_with_as_many_dimensions_as_samples_warns():
+    # Labels unrelated to the features, D = 200 >= N - C = 38: every training sample is separated anyway.
+    rng = np.random.default_rng(5)
+    with pytest.warns(SaturationWarning, match="N - C = 38"):
+        assert sfda(rng.standard_normal((40, 200)), np.arange(40) % 2) > 0.99
+
+
+def test_healthy_sfda_does_not_warn():
+    # Well separated classes (score near 1) with D far below N: a real property of the features, no warning;
+    # and D > N at a small feature scale (large shrinkage), where the score is not saturated.
+    rng = np.random.default_rng(6)
+    x, y = _clusters(rng, 300, 6, 3, spread=8.0)
+    small = np.random.default_rng(7).standard_normal((60, 200)) * 0.05
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sfda(x, y) > 0.95
+        assert sfda(small, np.arange(60) % 3) < 0.99

@@ -137,3 +137,9 @@ def test_bad_input_is_refused():
     for eps in (0.0, -1.0, np.nan, "small"):
         with pytest.raises(InputError, match="eps"):
             transrate(features, labels, eps=eps)
+
+
+def test_eps_uses_the_shared_rule():
+    with pytest.raises(InputError) as caught:
+        transrate(np.eye(4), [0, 1, 0, 1], eps=-1.0)
+    assert str(caught.value) == "eps: expected a positive finite number, got -1.0"

@@ -85,3 +85,72 @@ def as_probabilities(source_probs, name: str = "source_probs") -> np.ndarray:
             f"{name}: row {row} sums to {sums[row]:.6g}; expected rows summing to 1 (within {PROB_SUM_TOLERANCE:g})"
         )
     return probs / sums[:, None]
+
+
+# ------------------------------------------------------------------------------------- scalar options
+# One rule per kind of option, one message shape: "<name>: expected <rule>, got <value>".
+SEED_LIMIT = 2**32  # numpy's legacy RandomState (scikit-learn's random_state) takes seeds below 2**32
+
+
+def _integer(value, name: str, rule: str) -> int:
+    import operator
+
+    if isinstance(value, bool):
+        raise InputError(f"{name}: expected {rule}, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise InputError(f"{name}: expected {rule}, got {value!r}") from None
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """A seed: an integer in [0, 2**32)."""
+    rule = "an integer seed in [0, 2**32)"
+    seed = _integer(value, name, rule)
+    if not 0 <= seed < SEED_LIMIT:
+        raise InputError(f"{name}: expected {rule}, got {value!r}")
+    return seed
+
+
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """A count: an integer >= minimum (1 unless said otherwise)."""
+    rule = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    count = _integer(value, name, rule)
+    if count < minimum:
+        raise InputError(f"{name}: expected {rule}, got {value!r}")
+    return count
+
+
+def _real(value, name: str, rule: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
+        raise InputError(f"{name}: expected {rule}, got {value!r}")
+    return float(value)
+
+
+def check_number(value, name: str, low: float, high: float, *, open_low: bool = False,
+                 open_high: bool = False) -> float:
+    """A finite real number in the interval from low to high (closed unless open_low / open_high)."""
+    rule = f"a number in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    number = _real(value, name, rule)
+    if number < low or number > high or (open_low and number == low) or (open_high and number == high):
+        raise InputError(f"{name}: expected {rule}, got {value!r}")
+    return number
+
+
+def check_fraction(value, name: str) -> float:
+    """A fraction in (0, 1] (of variance, of samples)."""
+    return check_number(value, name, 0.0, 1.0, open_low=True)
+
+
+def check_positive(value, name: str) -> float:
+    """A positive finite real number (a learning rate, an epsilon, a resource amount)."""
+    rule = "a positive finite number"
+    number = _real(value, name, rule)
+    if not number > 0:
+        raise InputError(f"{name}: expected {rule}, got {value!r}")
+    return number
+
+
+def check_learning_rate(value, name: str = "lr") -> float:
+    """A learning rate: a positive finite number."""
+    return check_positive(value, name)

@@ -17,6 +17,9 @@ size, seed), so a repeated ranking does not train again.
 
 from __future__ import annotations
 
+import math
+
+from .. import flops
 from ..errors import InputError
 from .registry import MODEL, register
 
@@ -58,6 +61,21 @@ def early_stopped_accuracy(checkpoint, task, epochs: int, *, seed: int = 0, lr: 
     return float(run.accuracy)
 
 
+def _early_cost(name, n, d, c, test_n, forward, epochs):
+    forward = flops.need_forward(name, forward)
+    steps = math.ceil(epochs * n / EARLY_BATCH_SIZE)  # full batches of 32, as neucrab.finetune runs them
+    per_sample = forward + flops.gemm(1, d, c)  # the network and its new linear head
+    return flops.finetune_cost(steps * EARLY_BATCH_SIZE, per_sample, 1, test_n)
+
+
+def _finetune_1ep_cost(n, d, c, sources, test_n, *, forward=None):
+    return _early_cost("finetune_1ep", n, d, c, test_n, forward, epochs=1)
+
+
+def _finetune_5ep_cost(n, d, c, sources, test_n, *, forward=None):
+    return _early_cost("finetune_5ep", n, d, c, test_n, forward, epochs=5)
+
+
 @register(
     "finetune_1ep",
     needs=MODEL,
@@ -65,6 +83,7 @@ def early_stopped_accuracy(checkpoint, task, epochs: int, *, seed: int = 0, lr: 
     citation=_CITATION,
     care=_CARE,
     multilabel=True,
+    cost=_finetune_1ep_cost,
 )
 def finetune_1ep(checkpoint, task, *, seed: int = 0, **options) -> float:
     """The paper's "Fine-tune (1 epoch)": `early_stopped_accuracy(checkpoint, task, 1, ...)`."""
@@ -78,6 +97,7 @@ def finetune_1ep(checkpoint, task, *, seed: int = 0, **options) -> float:
     citation=_CITATION,
     care=_CARE,
     multilabel=True,
+    cost=_finetune_5ep_cost,
 )
 def finetune_5ep(checkpoint, task, *, seed: int = 0, **options) -> float:
     """The paper's "Fine-tune (5 epochs)": `early_stopped_accuracy(checkpoint, task, 5, ...)`."""

@@ -7,29 +7,18 @@ overlapping ones -C (C - 1).
 
 from __future__ import annotations
 
-import numpy as np
-from scipy import linalg, sparse
+import warnings
 
+import numpy as np
+from scipy import sparse
+
+from .. import flops
 from .._validate import features_and_labels
-from .registry import FEATURES, register
+from .pca import pca
+from .registry import FEATURES, SaturationWarning, register
 
 PCA_DIMENSIONS = 64  # the authors' setting (pca_reduction = 64, exact full-SVD PCA, no whitening)
 VARIANCE_FLOOR = 1e-4  # the authors' floor on per-class variances (a class with one sample has variance 0)
-
-
-def _pca(x: np.ndarray, components: int) -> np.ndarray:
-    """Scores (N, components) of the centred features on their leading principal axes (no whitening)."""
-    n, d = x.shape
-    x = x - x.mean(axis=0)
-    gram = x.T @ x if d <= n else x @ x.T
-    size = gram.shape[0]
-    # Only the leading eigenvectors are needed: a subset solver is about twice as fast at D = 1280.
-    sigma, vectors = linalg.eigh(gram, subset_by_index=[size - components, size - 1])
-    sigma, vectors = sigma[::-1], vectors[:, ::-1]  # largest first
-    if d <= n:
-        return x @ vectors
-    # D > N: X X^T = U diag(s^2) U^T and the scores X V are U diag(s).
-    return vectors * np.sqrt(np.maximum(sigma, 0.0))
 
 
 def _bhattacharyya_distance(mean1, var1, mean2, var2):
@@ -43,6 +32,16 @@ def _bhattacharyya_distance(mean1, var1, mean2, var2):
     return mahalanobis + log_ratio
 
 
+def _gbc_cost(n, d, c, sources, test_n, *, dims=64):
+    k = min(dims, d, n - 1)
+    s = min(n, d)
+    reduce = n * d + (flops.gemm(d, n, d) if d <= n else flops.gemm(n, d, n)) + flops.top_eigenpairs(s, k, dense=True)
+    reduce += flops.gemm(n, d, k) if d <= n else n * k
+    statistics = 4.0 * n * k  # class means and variances
+    bhattacharyya = c * c * (10.0 * k + 1.0)  # distance over k dimensions (logs, ratios) and exp, per pair
+    return reduce + statistics + bhattacharyya
+
+
 @register(
     "gbc",
     needs=FEATURES,
@@ -50,8 +49,11 @@ def _bhattacharyya_distance(mean1, var1, mean2, var2):
     citation="Pandy et al., Transferability Estimation using Bhattacharyya Class Separability, CVPR 2022",
     care=(
         "PCA to 64 dimensions first (on raw high-dimensional features every checkpoint underflows to "
-        "about -1e-80); per-class variances floored at 1e-4 (a class with one sample has variance 0)"
+        "about -1e-80); per-class variances floored at 1e-4 (a class with one sample has variance 0); a "
+        "SaturationWarning when every coefficient underflows (score 0 for any such checkpoint)"
     ),
+    cost=_gbc_cost,
+    default=4,
 )
 def gbc(features, labels) -> float:
     """GBC score; higher (closer to 0) is better, the range is [-C (C - 1), 0].
@@ -75,11 +77,13 @@ def gbc(features, labels) -> float:
     a dimension constant within a class, is handled. The floor is absolute, as theirs: features whose
     principal-axis variances are far below 1e-4 (a tiny feature scale) are treated as broader than they
     are, so their score moves toward -C (C - 1). With D <= 64 the PCA is a rotation onto the principal
-    axes (the authors' code applies it always). All-constant features give -C (C - 1).
+    axes (the authors' code applies it always). All-constant features give -C (C - 1). Classes so far
+    apart that every BC underflows float64 give 0 for any such checkpoint, with a SaturationWarning.
     """
     x, codes, n_classes = features_and_labels(features, labels, "GBC")
     n, d = x.shape
-    z = _pca(x, min(PCA_DIMENSIONS, d, n - 1))
+    # Unsigned scores suffice: each class's mean and variance along an axis flip with it exactly.
+    z = pca(x, min(PCA_DIMENSIONS, d, n - 1), signs=False, drop_null=False)
     counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
     average = sparse.csr_array((1.0 / counts[codes], (codes, np.arange(n))), shape=(n_classes, n))
     means = np.asarray(average @ z)  # (C, k)
@@ -91,4 +95,11 @@ def gbc(features, labels) -> float:
         coefficient = np.exp(-distance)
         coefficient[i] = 0.0  # pairs i != j only
         total += coefficient.sum()
+    if total < np.finfo(np.float64).tiny:
+        warnings.warn(
+            f"gbc: every Bhattacharyya coefficient between the {n_classes} classes underflows float64, so the "
+            "score is 0 for any checkpoint this separated: it cannot rank them here",
+            SaturationWarning,
+            stacklevel=2,
+        )
     return float(-total)

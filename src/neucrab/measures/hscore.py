@@ -18,8 +18,14 @@ import warnings
 import numpy as np
 from scipy import sparse
 
+from .. import flops
 from .._validate import features_and_labels
-from .registry import FEATURES, register
+from .registry import FEATURES, SaturationWarning, register
+
+
+class HScoreSaturationWarning(SaturationWarning, RuntimeWarning):
+    """The H-score is C - 1 whatever the features (rank N - 1). Also a RuntimeWarning, as it was before
+    SaturationWarning existed, so that existing filters keep working."""
 
 
 def _centred_spectrum(x: np.ndarray, codes: np.ndarray, n_classes: int):
@@ -54,6 +60,22 @@ def _rank_cutoff(sigma: np.ndarray, n: int, d: int) -> float:
     return max(float(sigma.max(initial=0.0)), 0.0) * max(n, d) * np.finfo(np.float64).eps
 
 
+def _class_spectrum_cost(n, d, c):
+    """H-score's centring, class means and eigenbasis of the centred scatter (or Gram) matrix."""
+    if d <= n:
+        return 2.0 * n * d + flops.gemm(d, n, d) + flops.eigh(d) + flops.gemm(c, d, d)
+    return 2.0 * n * d + flops.gemm(n, d, n) + flops.eigh(n) + n * n + c * d
+
+
+def _hscore_cost(n, d, c, sources, test_n):
+    return _class_spectrum_cost(n, d, c) + 3.0 * c * min(n, d)  # sum of squared coordinates / eigenvalues
+
+
+def _shrinkage_hscore_cost(n, d, c, sources, test_n):
+    ledoit_wolf = 3.0 * n * d + 6.0 * min(n, d)  # sum_i ||x_i||^4 and the spectrum's moments
+    return _class_spectrum_cost(n, d, c) + ledoit_wolf + 4.0 * c * min(n, d)
+
+
 @register(
     "hscore",
     needs=FEATURES,
@@ -61,9 +83,10 @@ def _rank_cutoff(sigma: np.ndarray, n: int, d: int) -> float:
     citation="Bao et al., An Information-Theoretic Approach to Transferability in Task Transfer Learning, ICIP 2019",
     care=(
         "matrix product (not element-wise) in the trace; it equals C - 1 whatever the features whenever "
-        "N - 1 <= rank(features) (e.g. D >= N - 1): kept as defined, with a RuntimeWarning pointing to "
+        "N - 1 <= rank(features) (e.g. D >= N - 1): kept as defined, with a SaturationWarning pointing to "
         "shrinkage_hscore; pinv with an explicit rank tolerance"
     ),
+    cost=_hscore_cost,
 )
 def hscore(features, labels) -> float:
     """H-score: tr(pinv(cov f) @ cov(E[f | y])), a matrix product; higher is better.
@@ -84,7 +107,8 @@ def hscore(features, labels) -> float:
 
     Rank deficiency: whenever the centred features have rank N - 1 (always when N - 1 <= D for generic
     features) the H-score is exactly C - 1 whatever the features are, because pinv(cov f) then whitens the
-    whole sample space. The value is kept as defined, but a RuntimeWarning says that it carries no
+    whole sample space. The value is kept as defined, but a SaturationWarning (`HScoreSaturationWarning`,
+    also a RuntimeWarning) says that it carries no
     information; use `shrinkage_hscore` there. Constant or duplicate columns are harmless (pinv ignores the
     null directions: duplicating a column leaves the score unchanged); a class with one sample is fine.
     """
@@ -97,7 +121,7 @@ def hscore(features, labels) -> float:
         warnings.warn(
             f"hscore: the centred features have rank N - 1 = {n - 1} (D = {d}), so the H-score is C - 1 = "
             f"{n_classes - 1} whatever the features: it cannot rank checkpoints here; use shrinkage_hscore",
-            RuntimeWarning,
+            HScoreSaturationWarning,
             stacklevel=2,
         )
     score = counts @ ((proj[:, keep] ** 2) / sigma[keep]).sum(axis=1)
@@ -130,6 +154,8 @@ def _ledoit_wolf_shrinkage(x: np.ndarray, sigma: np.ndarray) -> float:
     citation="Ibrahim, Ponomareva and Mazumder, Newer is not always better: Rethinking transferability "
     "metrics, their peculiarities, stability and performance, ECML PKDD 2022",
     care="the shrunk covariance is full rank, so it avoids the plain H-score's constant C - 1 when D >= N",
+    cost=_shrinkage_hscore_cost,
+    default=2,
 )
 def shrinkage_hscore(features, labels) -> float:
     """Shrinkage (regularised) H-score; higher is better.

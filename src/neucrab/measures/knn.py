@@ -20,12 +20,12 @@ yet runs at float32 GEMM speed:
 from __future__ import annotations
 
 import hashlib
-import operator
 
 import numpy as np
 import torch
 
-from .._validate import features_and_labels
+from .. import flops
+from .._validate import check_count, features_and_labels
 from ..errors import InputError
 from .registry import FEATURES, register
 
@@ -33,6 +33,19 @@ _BLOCK = 2048  # rows per GEMM block: a 2048 x 2048 float32 block is 16 MiB
 _MARGIN = 16  # extra float32 candidates kept per point beyond the k needed
 _U32 = 2.0**-24  # unit roundoff of float32
 _U64 = 2.0**-53  # unit roundoff of float64
+
+
+def _blocks(n: int) -> float:
+    """Sum over the upper-triangle blocks (I, J >= I) of |I| |J|: the rows of the float32 GEMMs."""
+    sizes = [min(_BLOCK, n - start) for start in range(0, n, _BLOCK)]
+    return sum(sizes[i] * sizes[j] for i in range(len(sizes)) for j in range(i, len(sizes)))
+
+
+def _knn_cost(n, d, c, sources, test_n, *, k=1):
+    width = -(-(d + 2) // 8) * 8  # augmented rows [x, |x|^2, 1], padded to a multiple of 8
+    # hashing rows, centring and norms; blocked float32 GEMM over the upper triangle; candidate selection
+    # (one comparison per distance, twice for off-diagonal blocks); votes.
+    return 4.0 * n * d + flops.gemm(1, width, _blocks(n)) + 2.0 * n * n + n * (k + 17)
 
 
 @register(
@@ -46,6 +59,8 @@ _U64 = 2.0**-53  # unit roundoff of float64
         "distance 0 and are merged first; deterministic ties: distance ties -> lower sample index, vote "
         "ties -> class of the nearest tied neighbour"
     ),
+    cost=_knn_cost,
+    default=6,
 )
 def knn(features, labels, *, k: int = 1) -> float:
     """Leave-one-out k-NN accuracy of `features` for `labels`.
@@ -73,14 +88,9 @@ def knn(features, labels, *, k: int = 1) -> float:
     """
     x, codes, n_classes = features_and_labels(features, labels, "knn")
     n = x.shape[0]
-    if isinstance(k, bool):
-        raise InputError(f"k: expected an integer number of neighbours, got {k!r}")
-    try:
-        k = operator.index(k)
-    except TypeError:
-        raise InputError(f"k: expected an integer number of neighbours, got {k!r}") from None
-    if not 1 <= k <= n - 1:
-        raise InputError(f"k: expected 1 <= k <= N - 1 = {n - 1} (leave-one-out), got {k!r}")
+    k = check_count(k, "k")
+    if k > n - 1:
+        raise InputError(f"k: expected at most N - 1 = {n - 1} neighbours (leave-one-out), got {k!r}")
     neighbours = loo_neighbours(x, k)
     predicted = _vote(codes[neighbours], n_classes)
     return float(np.mean(predicted == codes))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from .. import flops
 from .._validate import as_features, features_and_labels
 from ..errors import InputError
 from .registry import FEATURES, register
@@ -165,6 +166,17 @@ def _logme_fit(features, labels, *, regression: bool = False):
     return evidence / n, alpha, beta
 
 
+def _logme_cost(n, d, c, sources, test_n, *, iterations=MAX_ITERATIONS):
+    r = min(n, d)
+    if n > d:  # eigh of F^T F; F^T Y (class sums) and its rotation into the eigenbasis
+        spectrum = flops.gemm(d, n, d) + flops.eigh(d) + n * d + flops.gemm(c, d, d)
+    else:  # eigh of F F^T; U^T Y (class sums)
+        spectrum = flops.gemm(n, d, n) + flops.eigh(n) + n * n
+    # fixed point per class column and iteration: ||m||^2, residual, gamma, updates ~15 operations per
+    # singular value; the final evidence ~20.
+    return spectrum + c * r * (15.0 * iterations + 20.0)
+
+
 @register(
     "logme",
     needs=FEATURES,
@@ -175,6 +187,8 @@ def _logme_fit(features, labels, *, regression: bool = False):
         "convergence, epsilon in the updates, labels remapped (no phantom classes)"
     ),
     regression=True,
+    cost=_logme_cost,
+    default=1,
 )
 def logme(features, labels, *, regression: bool = False) -> float:
     """LogME score of features for a classification or regression target; higher is better.

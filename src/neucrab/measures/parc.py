@@ -8,18 +8,28 @@ correlation of the two upper triangles, times 100.
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
-import scipy.linalg
-import scipy.sparse.linalg
 
-from .._validate import features_and_labels
+from .. import flops
+from .._validate import check_count, check_seed, features_and_labels
 from ..errors import InputError
+from .pca import pca
 from .registry import FEATURES, register
 
 N_DIMS = 32  # the authors' PCA dimension ("PARC f=32")
 MAX_SAMPLES = 4000  # probe-set budget: 4000 samples -> ~8.0e6 pairs (the authors' benchmark uses 500)
+
+
+def _parc_cost(n, d, c, sources, test_n, *, dims=32, max_samples=4000):
+    m = min(n, max_samples)  # probe set
+    s = min(m, d)
+    k = min(dims, s)
+    reduce = m * d + (flops.gemm(d, m, d) if d <= m else flops.gemm(m, d, m) + flops.gemm(d, m, k))
+    reduce += flops.top_eigenpairs(s, k, dense=s <= 256 or k >= s // 4) + flops.gemm(m, d, k) + 2.0 * m * k
+    pairs = m * (m - 1) / 2
+    # row-centred unit scores; 1 - correlation for every pair (upper-triangle blocks); same-class flags;
+    # two sorts for the rank-sum and the searches.
+    return reduce + 4.0 * m * k + flops.gemm(1, k, pairs) + pairs + flops.sort(pairs) + 2.0 * pairs
 
 
 @register(
@@ -34,6 +44,7 @@ MAX_SAMPLES = 4000  # probe-set budget: 4000 samples -> ~8.0e6 pairs (the author
         "with sklearn's sign convention (the row correlations depend on it); ties get average ranks; "
         "features of rank < 2 are refused"
     ),
+    cost=_parc_cost,
 )
 def parc(features, labels, *, n_dims: int = N_DIMS, max_samples: int = MAX_SAMPLES, seed: int = 0) -> float:
     """PARC score of `features` for `labels` (higher = better), in [-100, 100].
@@ -67,7 +78,7 @@ def parc(features, labels, *, n_dims: int = N_DIMS, max_samples: int = MAX_SAMPL
     labels : sequence of N hashable labels (at least 2 classes, one of them with 2 or more samples).
     n_dims : int >= 2, PCA dimension (default 32).
     max_samples : int >= 2, probe-set budget (default 4000).
-    seed : int >= 0, seed of the probe-set draw (used only when N > max_samples).
+    seed : int in [0, 2**32), seed of the probe-set draw (used only when N > max_samples).
 
     Returns
     -------
@@ -77,30 +88,25 @@ def parc(features, labels, *, n_dims: int = N_DIMS, max_samples: int = MAX_SAMPL
     has two samples. Cost for m = min(N, max_samples): O(m D min(m, D) + m^2 log m) time, O(m^2) memory.
     """
     x, codes, _ = features_and_labels(features, labels, "parc")
-    n_dims = _positive_int(n_dims, "n_dims", minimum=2)
-    max_samples = _positive_int(max_samples, "max_samples", minimum=2)
-    seed = _positive_int(seed, "seed", minimum=0)
+    n_dims = check_count(n_dims, "n_dims", minimum=2)
+    max_samples = check_count(max_samples, "max_samples", minimum=2)
+    seed = check_seed(seed)
     if x.shape[0] > max_samples:
         chosen = _probe_set(codes, max_samples, seed)
         x, codes = x[chosen], codes[chosen]
     if np.bincount(codes).max() < 2:
         raise InputError("labels: PARC needs at least one class with two or more samples (a same-class pair)")
 
-    scores = _pca_scores(x, n_dims)
+    # Signed (the row correlations see the signs), and computed exactly as PARC always has (unit_axes).
+    scores = pca(x, min(n_dims, *x.shape), solver="lanczos", unit_axes=True)
+    if scores.shape[1] < 2:
+        raise InputError(
+            f"features: PARC needs at least 2 linearly independent feature directions, got {scores.shape[1]}"
+        )
     scores /= scores.std(axis=0)  # StandardScaler (the scores are already centred)
     dissimilarity = _upper_triangle_dissimilarity(scores)
     different = _upper_triangle_different(codes)
     return 100.0 * _spearman_with_binary(dissimilarity, different)
-
-
-def _positive_int(value, name: str, minimum: int) -> int:
-    try:
-        value_int = operator.index(value)
-    except TypeError:
-        raise InputError(f"{name}: expected an integer >= {minimum}, got {value!r}") from None
-    if isinstance(value, bool) or value_int < minimum:
-        raise InputError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value_int
 
 
 def _probe_set(codes: np.ndarray, budget: int, seed: int) -> np.ndarray:
@@ -116,49 +122,6 @@ def _probe_set(codes: np.ndarray, budget: int, seed: int) -> np.ndarray:
     # in order of appearance in the random permutation.
     order = np.lexsort((rank, pair_head, rank // 2))[:budget]
     return np.sort(perm[grouped[order]])
-
-
-def _pca_scores(x: np.ndarray, n_dims: int) -> np.ndarray:
-    """Exact PCA scores (m, k) with k = min(n_dims, rank), sklearn's sign convention."""
-    m, dim = x.shape
-    centred = x - x.mean(axis=0)
-    if dim <= m:
-        k = min(n_dims, dim)
-        values, vectors = _top_eigenpairs(np.dot(centred.T, centred), k)
-    else:  # fewer samples than dimensions: eigenvectors of the m x m Gram matrix give the same scores
-        k = min(n_dims, m)
-        values, left = _top_eigenpairs(np.dot(centred, centred.T), k)
-        vectors = centred.T @ left  # unnormalised components; normalised below
-    rank_tol = max(values[0], 0.0) * max(m, dim) * np.finfo(float).eps
-    kept = values > rank_tol
-    if kept.sum() < 2:
-        raise InputError(
-            f"features: PARC needs at least 2 linearly independent feature directions, got {int(kept.sum())}"
-        )
-    vectors = vectors[:, kept]
-    vectors /= np.linalg.norm(vectors, axis=0)
-    signs = np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])])
-    return centred @ (vectors * signs)
-
-
-def _top_eigenpairs(matrix: np.ndarray, k: int):
-    """The k largest eigenvalues (descending) and eigenvectors of a symmetric PSD matrix.
-
-    Lanczos (ARPACK, fixed start vector, tolerance 0 = machine precision) for large matrices: a dense
-    tridiagonalisation of a 1280 x 1280 matrix costs seconds, the Lanczos iterations a fraction of that.
-    """
-    size = matrix.shape[0]
-    values = None
-    if size > 256 and k < size // 4:
-        start = np.random.default_rng(0).standard_normal(size)
-        try:
-            values, vectors = scipy.sparse.linalg.eigsh(matrix, k=k, which="LA", v0=start, tol=0)
-        except scipy.sparse.linalg.ArpackNoConvergence:
-            values = None  # fall back to the dense solver
-    if values is None:
-        values, vectors = scipy.linalg.eigh(matrix, subset_by_index=[size - k, size - 1])
-    order = np.argsort(values)[::-1]
-    return values[order], vectors[:, order]
 
 
 def _upper_triangle_dissimilarity(scores: np.ndarray) -> np.ndarray:

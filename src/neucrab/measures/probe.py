@@ -7,16 +7,16 @@ features; the ranking score is its accuracy on the test features.
 
 from __future__ import annotations
 
-import operator
+import math
 import warnings
 
 import numpy as np
-import scipy.linalg
 import scipy.optimize
-import scipy.sparse.linalg
 
-from .._validate import as_features, encode_labels, require_classes
+from .. import flops
+from .._validate import as_features, check_count, check_seed, encode_labels, require_classes
 from ..errors import InputError
+from .pca import top_eigenpairs
 from .registry import TRAIN_TEST, register
 
 L2 = 1e-4  # converged probe: penalty (L2 / 2) * |W|^2 on the mean cross-entropy (sklearn C = 1 / (L2 * N))
@@ -33,12 +33,41 @@ _CARE = (
 )
 
 
+def _standardise_cost(n, d, test_n):
+    return 4.0 * n * d + 2.0 * test_n * d
+
+
+def _linear_probe_cost(n, d, c, sources, test_n, *, iterations=MAX_ITER, history=10):
+    p = (d + 1) * c
+    # one loss-and-gradient evaluation per L-BFGS iteration: logits and gradient GEMMs, softmax; the
+    # two-loop recursion over `history` pairs (~8 history p); prediction on the test split.
+    evaluation = flops.gemm(n, d, c) + flops.gemm(d, n, c) + 6.0 * n * c + 4.0 * p
+    return _standardise_cost(n, d, test_n) + iterations * (evaluation + 8.0 * history * p) + flops.gemm(test_n, d, c)
+
+
+def _sgd_probe_cost(n, d, c, test_n, epochs):
+    s = min(n, d)
+    curvature = (flops.gemm(d, n, d) if d <= n else flops.gemm(n, d, n)) + flops.top_eigenpairs(s, 1, dense=s <= 256)
+    per_epoch = (flops.gemm(n, d, c) + flops.gemm(d, n, c) + 6.0 * n * c
+                 + math.ceil(n / BATCH_SIZE) * 6.0 * (d + 1) * c)
+    return _standardise_cost(n, d, test_n) + curvature + epochs * per_epoch + flops.gemm(test_n, d, c)
+
+
+def _linear_probe_1ep_cost(n, d, c, sources, test_n):
+    return _sgd_probe_cost(n, d, c, test_n, epochs=1)
+
+
+def _linear_probe_5ep_cost(n, d, c, sources, test_n):
+    return _sgd_probe_cost(n, d, c, test_n, epochs=5)
+
+
 @register(
     "linear_probe",
     needs=TRAIN_TEST,
     description="test accuracy of multinomial logistic regression trained to convergence (L-BFGS, L2 1e-4)",
     citation=_CITATION,
     care=_CARE,
+    cost=_linear_probe_cost,
 )
 def linear_probe(features, labels, test_features, test_labels, *, epochs: int | None = None, seed=0) -> float:
     """Test accuracy in [0, 1] of a multinomial logistic regression on frozen features.
@@ -66,7 +95,7 @@ def linear_probe(features, labels, test_features, test_labels, *, epochs: int | 
     features : array (N, D) training features; labels : N training labels (at least 2 classes).
     test_features : array (M, D), M >= 1; test_labels : M labels.
     epochs : None (train to convergence) or int >= 1.
-    seed : int >= 0, seed of the minibatch shuffling (unused when epochs is None).
+    seed : int in [0, 2**32), seed of the minibatch shuffling (unused when epochs is None).
 
     Returns
     -------
@@ -74,8 +103,8 @@ def linear_probe(features, labels, test_features, test_labels, *, epochs: int | 
     """
     x, codes, classes = _training_split(features, labels)
     test_x, test_codes = _test_split(test_features, test_labels, x.shape[1], classes)
-    epochs = _check_epochs(epochs)
-    seed = _check_seed(seed)
+    epochs = None if epochs is None else check_count(epochs, "epochs")
+    seed = check_seed(seed)
     predicted = _train_and_predict(x, codes, classes.size, test_x, epochs, seed)
     return float(np.mean(predicted == test_codes))
 
@@ -87,6 +116,7 @@ def linear_probe(features, labels, test_features, test_labels, *, epochs: int | 
     "momentum 0.9)",
     citation=_CITATION,
     care=_CARE,
+    cost=_linear_probe_1ep_cost,
 )
 def linear_probe_1ep(features, labels, test_features, test_labels, *, seed=0) -> float:
     """`linear_probe` with epochs=1: the paper's "Linear (1 epoch)"."""
@@ -100,6 +130,7 @@ def linear_probe_1ep(features, labels, test_features, test_labels, *, seed=0) ->
     "momentum 0.9)",
     citation=_CITATION,
     care=_CARE,
+    cost=_linear_probe_5ep_cost,
 )
 def linear_probe_5ep(features, labels, test_features, test_labels, *, seed=0) -> float:
     """`linear_probe` with epochs=5: the paper's "Linear (5 epochs)"."""
@@ -123,29 +154,6 @@ def _test_split(test_features, test_labels, dim: int, classes: np.ndarray):
     lookup = {label: code for code, label in enumerate(classes.tolist())}
     mapping = np.array([lookup.get(label, -1) for label in own_classes.tolist()], dtype=np.int64)
     return test_x, mapping[own_codes]  # -1: a class never seen in training, never predicted
-
-
-def _check_epochs(epochs):
-    if epochs is None:
-        return None
-    message = f"epochs: expected None (train to convergence) or an integer >= 1, got {epochs!r}"
-    try:
-        value = operator.index(epochs)
-    except TypeError:
-        raise InputError(message) from None
-    if isinstance(epochs, bool) or value < 1:
-        raise InputError(message)
-    return value
-
-
-def _check_seed(seed) -> int:
-    try:
-        value = operator.index(seed)
-    except TypeError:
-        raise InputError(f"seed: expected a non-negative integer, got {seed!r}") from None
-    if isinstance(seed, bool) or value < 0:
-        raise InputError(f"seed: expected a non-negative integer, got {seed!r}")
-    return value
 
 
 def _train_and_predict(x, codes, n_classes: int, test_x, epochs, seed: int) -> np.ndarray:
@@ -239,16 +247,5 @@ def _curvature(x: np.ndarray) -> float:
     """lambda_max([x, 1]^T [x, 1] / N) for column-centred x: max(lambda_max(x^T x / N), 1)."""
     n, dim = x.shape
     gram = np.dot(x.T, x) / n if dim <= n else np.dot(x, x.T) / n  # same non-zero spectrum
-    size = gram.shape[0]
-    top = None
-    if size > 256:  # Lanczos: a dense tridiagonalisation of a large matrix would cost seconds
-        start = np.random.default_rng(0).standard_normal(size)
-        try:
-            top = scipy.sparse.linalg.eigsh(
-                gram, k=1, which="LA", v0=start, tol=1e-8, return_eigenvectors=False
-            )[0]
-        except scipy.sparse.linalg.ArpackNoConvergence:
-            top = None  # fall back to the dense solver
-    if top is None:
-        top = scipy.linalg.eigh(gram, eigvals_only=True, subset_by_index=[size - 1, size - 1])[0]
+    top = top_eigenpairs(gram, 1, tol=1e-8, vectors=False)[0]  # Lanczos above 256: dense would cost seconds
     return max(float(top), 1.0)

@@ -7,15 +7,32 @@ formula is written out in `sfda`'s docstring.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.linalg
-import scipy.sparse.linalg
 
+from .. import flops
 from .._validate import features_and_labels
 from ..errors import InputError
-from .registry import FEATURES, register
+from .pca import top_eigenpairs
+from .registry import FEATURES, SaturationWarning, register
 
 SHRINKAGE_FLOOR = 1e-10  # the reference's lower bound on the adaptive shrinkage
+SATURATED = 0.99  # a score at least this high with D >= N - C is the saturation, not a property of the features
+
+
+def _sfda_cost(n, d, c, sources, test_n):
+    s = min(n, d)
+    rotate = flops.qr(d, n) + flops.gemm(n, d, n) if d > n else 0.0  # D > N: solved in the span of the rows
+    largest = flops.top_eigenpairs(s, 1, dense=s <= 256)
+
+    def fit(rows):  # means, within-class scatter, regularised Cholesky solve, class scores, softmax
+        return (2.0 * rows * s + flops.gemm(s, rows, s) + flops.cholesky(s) + 2.0 * c * s * s + flops.gemm(n, s, c)
+                + 4.0 * n * c)
+
+    mix = 3.0 * n * s + 2.0 * c * s
+    return n * d + rotate + largest + 2.0 * fit(n) + mix
 
 
 @register(
@@ -29,8 +46,10 @@ SHRINKAGE_FLOOR = 1e-10  # the reference's lower bound on the adaptive shrinkage
         "adaptive shrinkage exp(-5 lambda_max), floor 1e-10; D > N solved exactly in the N-dimensional row "
         "space; zero within-class scatter refused. The shrinkage depends on the feature scale, and when D is "
         "near or above N - C the training-set classifier separates every sample and the score saturates "
-        "near 1 (as in the reference)"
+        "near 1 (as in the reference; a SaturationWarning then says so)"
     ),
+    cost=_sfda_cost,
+    default=5,
 )
 def sfda(features, labels) -> float:
     """SFDA transferability score of `features` for `labels` (higher = better), in (0, 1].
@@ -64,7 +83,8 @@ def sfda(features, labels) -> float:
 
     Returns
     -------
-    float in (0, 1].
+    float in (0, 1]. With D >= N - C (in the row space) and a score of at least 0.99, a SaturationWarning says
+    that the value is this saturation rather than a property of the features.
 
     Raises InputError when the within-class scatter is zero (every class a single repeated point).
     Cost: O(N D^2 + D^3), or O(N^2 D + N^3) when D > N; O(N D + D^2) memory.
@@ -85,7 +105,8 @@ def sfda(features, labels) -> float:
             "features: zero within-class scatter (every class is a single repeated point); SFDA needs "
             "within-class variation"
         )
-    shrinkage = max(float(np.exp(-5.0 * _largest_eigenvalue(scatter))), SHRINKAGE_FLOOR)
+    largest = float(top_eigenpairs(scatter, 1, vectors=False)[0])
+    shrinkage = max(float(np.exp(-5.0 * largest)), SHRINKAGE_FLOOR)
 
     prob = _fda_probabilities(x, means, scatter, log_prior, shrinkage, dim)
     confidence = _softmax(prob)[np.arange(n), codes]  # the reference's softened true-class probability
@@ -94,7 +115,17 @@ def sfda(features, labels) -> float:
 
     means, scatter = _class_means_and_scatter(mixed, codes, counts)
     prob = _fda_probabilities(mixed, means, scatter, log_prior, shrinkage, dim)
-    return float(prob[np.arange(n), codes].mean())
+    score = float(prob[np.arange(n), codes].mean())
+    if x.shape[1] >= n - n_classes and score >= SATURATED:
+        # The within-class scatter has rank <= N - C: with as many dimensions the classifier separates every
+        # training sample, whatever the labels.
+        warnings.warn(
+            f"sfda: min(D, N) = {x.shape[1]} >= N - C = {n - n_classes}, so the training-set classifier separates "
+            f"every sample and the score ({score:.4f}) saturates near 1: it cannot rank checkpoints here",
+            SaturationWarning,
+            stacklevel=2,
+        )
+    return score
 
 
 def _class_means_and_scatter(x: np.ndarray, codes: np.ndarray, counts: np.ndarray):
@@ -105,23 +136,6 @@ def _class_means_and_scatter(x: np.ndarray, codes: np.ndarray, counts: np.ndarra
     within = x - means[codes]
     scatter = np.dot(within.T, within) / x.shape[0]  # np.dot on (A.T, A) runs a symmetric rank-k update
     return means, scatter
-
-
-def _largest_eigenvalue(matrix: np.ndarray) -> float:
-    """Largest eigenvalue of a symmetric PSD matrix: dense LAPACK when small, else Lanczos (ARPACK with a
-    fixed start vector, converged to machine precision): a dense tridiagonalisation at D = 1280 costs
-    seconds."""
-    size = matrix.shape[0]
-    if size > 256:
-        start = np.random.default_rng(0).standard_normal(size)
-        try:
-            top = scipy.sparse.linalg.eigsh(
-                matrix, k=1, which="LA", v0=start, tol=0, return_eigenvectors=False
-            )
-            return float(top[0])
-        except scipy.sparse.linalg.ArpackNoConvergence:
-            pass  # fall back to the dense solver
-    return float(scipy.linalg.eigh(matrix, eigvals_only=True, subset_by_index=[size - 1, size - 1])[0])
 
 
 def _fda_probabilities(x, means, scatter, log_prior, shrinkage: float, dim: int) -> np.ndarray:

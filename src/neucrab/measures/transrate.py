@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import features_and_labels
-from ..errors import InputError
+from .. import flops
+from .._validate import check_positive, features_and_labels
 from .registry import FEATURES, register
 
 EPSILON = 1e-4  # the authors' default distortion (their code's eps; see `transrate`)
@@ -34,6 +34,14 @@ def _coding_rate(z: np.ndarray, eps: float) -> float:
         return float(0.5 * np.log1p(eigenvalues / (n * eps)).sum())
 
 
+def _transrate_cost(n, d, c, sources, test_n):
+    def coding_rate(rows):
+        s = min(rows, d)
+        return flops.gemm(s, max(rows, d), s) + s * s + flops.cholesky(s) + s  # Gram, scale, Cholesky, log-diagonal
+
+    return n * d + coding_rate(n) + c * coding_rate(n / c)
+
+
 @register(
     "transrate",
     needs=FEATURES,
@@ -43,6 +51,8 @@ def _coding_rate(z: np.ndarray, eps: float) -> float:
         "authors' eps = 1e-4 and global centring; classes weighted n_c / N (the paper; their code: 1 / C); "
         "log-determinants via the smaller Gram/scatter matrix in float64"
     ),
+    cost=_transrate_cost,
+    default=3,
 )
 def transrate(features, labels, *, eps: float = EPSILON) -> float:
     """TransRate score; higher is better.
@@ -71,12 +81,7 @@ def transrate(features, labels, *, eps: float = EPSILON) -> float:
     A class with one sample, constant or duplicate columns and D > N give finite values; all-constant
     features score 0.
     """
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        raise InputError(f"eps: expected a positive finite number, got {eps!r}") from None
-    if not (np.isfinite(eps) and eps > 0):
-        raise InputError(f"eps: expected a positive finite number, got {eps!r}")
+    eps = check_positive(eps, "eps")
     x, codes, n_classes = features_and_labels(features, labels, "TransRate")
     n = x.shape[0]
     z = x - x.mean(axis=0)

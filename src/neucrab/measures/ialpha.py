@@ -60,15 +60,16 @@ Critic and estimate (neucrab's choices)
 
 from __future__ import annotations
 
-import contextlib
 import math
-import operator
 
 import numpy as np
 import torch
 
-from .._validate import as_features, encode_labels
+from .. import flops
+from .._validate import as_features, check_count, check_fraction, check_number, check_seed, encode_labels
 from ..errors import InputError
+from ..threads import torch_threads
+from .pca import pca
 from .registry import FEATURES, register
 
 STEPS = 500  # at most this many Adam steps per critic (two critics: one per half); early stopping may end sooner
@@ -168,18 +169,6 @@ class _Adam:
             p.addcdiv_(m, v.sqrt().div_(root_correction).add_(self.eps), value=-step_size)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Run torch on one intra-op thread, then restore the caller's setting. The critic's batches are too small
-    to gain from threads, and on a busy machine thread hand-offs made training several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _train(x: torch.Tensor, codes: torch.Tensor, monitor: tuple[torch.Tensor, torch.Tensor], classes: int,
            alpha: float, steps: int, batch: int, generator: torch.Generator) -> list[torch.Tensor]:
     """Adam on random batches of the fitting samples, stopped early on the bound of the `monitor` samples.
@@ -221,41 +210,12 @@ def _mean_bound(params, x, codes, alpha: float, batch: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------- inputs
-def _pca(x: np.ndarray, energy: float) -> np.ndarray:
+def _reduce(x: np.ndarray, energy: float) -> np.ndarray:
     """Scores on the fewest principal axes whose explained variance ratio exceeds `energy` (scikit-learn's
-    PCA(energy) choice; all non-zero ones when energy = 1); no whitening. Eigendecomposition of the smaller of
-    the (D, D) scatter and the (N, N) Gram matrix, float64."""
-    n, d = x.shape
-    centred = x - x.mean(axis=0)
-    if d <= n:
-        values, vectors = np.linalg.eigh(centred.T @ centred)
-    else:
-        values, vectors = np.linalg.eigh(centred @ centred.T)
-    values, vectors = np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
-    total = values.sum()
-    if not total > 0:
-        return centred[:, :1]  # every column constant: nothing to keep but one (zero) column
-    rank = int((values > values[0] * max(n, d) * np.finfo(np.float64).eps).sum())
-    kept = min(int(np.searchsorted(np.cumsum(values / total), energy, side="right")) + 1, rank)
-    if d <= n:
-        return centred @ vectors[:, :kept]
-    return vectors[:, :kept] * np.sqrt(values[:kept])  # X V = U S when D > N
-
-
-def _check(value, name: str, kind: str, low: float, high: float | None = None):
-    if kind == "int":
-        try:
-            number = operator.index(value)
-        except TypeError:
-            number = None
-        if number is None or isinstance(value, bool) or number < low or (high is not None and number > high):
-            raise InputError(f"{name}: expected an integer >= {low:g}, got {value!r}")
-        return int(number)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
-        raise InputError(f"{name}: expected a number in [{low:g}, {high:g}], got {value!r}")
-    if not low <= float(value) <= high:
-        raise InputError(f"{name}: expected a number in [{low:g}, {high:g}], got {value!r}")
-    return float(value)
+    PCA(energy) choice), no whitening; numpy's full eigh and the eigenvectors' own signs, as MI has always
+    used (the critic's training sees the signs). Constant features: one zero column."""
+    reduced = pca(x, energy=energy, solver="full", signs=False)
+    return reduced if reduced.shape[1] else np.zeros((x.shape[0], 1))
 
 
 def _split(n: int, rng: np.random.Generator, every: int) -> np.ndarray:
@@ -275,13 +235,11 @@ def _estimate(features, labels, *, alpha, pca, pca_energy, steps, seed, batch_si
     """Validate, then return the per-batch held-out estimates [(I_hat, batch size), ...] of both halves."""
     x = as_features(features)
     codes, _ = encode_labels(labels, x.shape[0])
-    alpha = _check(alpha, "alpha", "float", 0.0, 1.0)
-    pca_energy = _check(pca_energy, "pca_energy", "float", 0.0, 1.0)
-    if pca_energy == 0.0:
-        raise InputError(f"pca_energy: expected a fraction of variance in (0, 1], got {pca_energy!r}")
-    steps = _check(steps, "steps", "int", 1)
-    seed = _check(seed, "seed", "int", 0, 2**63 - 1)
-    batch_size = _check(batch_size, "batch_size", "int", 2)
+    alpha = check_number(alpha, "alpha", 0.0, 1.0)
+    pca_energy = check_fraction(pca_energy, "pca_energy")
+    steps = check_count(steps, "steps")
+    seed = check_seed(seed)
+    batch_size = check_count(batch_size, "batch_size", minimum=2)
     classes = int(codes.max()) + 1
     if classes == 1:
         return [(0.0, x.shape[0])]  # a constant label carries no information: I = 0 exactly
@@ -291,7 +249,7 @@ def _estimate(features, labels, *, alpha, pca, pca_energy, steps, seed, batch_si
             f"fitting and early-stopping samples), got {x.shape[0]}"
         )
     if pca:
-        x = _pca(x, pca_energy)
+        x = _reduce(x, pca_energy)
     x = x - x.mean(axis=0)
     rms = math.sqrt(float(np.mean(x**2)))
     if rms > 0:
@@ -330,7 +288,7 @@ def mutual_information(features, labels, *, alpha=0.01, pca=False, pca_energy=PC
     steps : int >= 1
         At most this many Adam steps for each of the two critics (also at most 50 epochs; early stopping
         may end training sooner).
-    seed : int >= 0
+    seed : int in [0, 2**32)
         Seeds the split, the critic's initialisation and the batches.
     batch_size : int >= 2
 
@@ -341,13 +299,75 @@ def mutual_information(features, labels, *, alpha=0.01, pca=False, pca_energy=PC
         H(Y) = log C up to estimation noise; about 0 (slightly below) for labels independent of the features.
         A single class gives exactly 0.0.
     """
-    with _one_thread():
+    # One torch thread: the critic's batches are too small to gain from more, and on a busy machine thread
+    # hand-offs made training several times slower.
+    with torch_threads(1):
         results = _estimate(features, labels, alpha=alpha, pca=pca, pca_energy=pca_energy, steps=steps, seed=seed,
                             batch_size=batch_size)
     values, sizes = np.array(results).T
     return float(np.average(values, weights=sizes))
 
 
+# ------------------------------------------------------------------------------------------- cost
+def mi_plan(n: int, steps: int | None = None) -> list[dict]:
+    """For each of the two critics: fit/monitor/test sizes, batch, step budget and the number of early-stopping
+    checks when training runs to its budget (the splits of `_estimate`)."""
+    steps = STEPS if steps is None else steps
+    plan = []
+    for train, test in ((math.ceil(n / 2), n // 2), (n // 2, math.ceil(n / 2))):
+        monitor = math.ceil(train / MONITOR_EVERY)
+        fit = train - monitor
+        batch = min(BATCH_SIZE, fit)
+        budget = min(steps, math.ceil(MAX_EPOCHS * fit / batch))
+        checks = math.ceil(budget / EVAL_EVERY)
+        plan.append(dict(fit=fit, monitor=monitor, test=test, batch=batch, steps=budget, checks=checks))
+    return plan
+
+
+def mi_gemm_flops(n: int, p: int, c: int, steps: int | None = None) -> float:
+    """The matrix products of the critic (D=p -> H -> H -> C) over both critics, exactly as torch runs them
+    when training reaches its budget: per step a forward pass, the weight gradients of the three layers and
+    the input gradients of the last two (none for the data); forward passes on the monitor samples (at the
+    start and at every check) and on the held-out half."""
+    h = HIDDEN
+    layers = p * h + h * h + h * c  # multiply-adds of one sample through the MLP
+    total = 0.0
+    for part in mi_plan(n, steps):
+        step = 2.0 * part["batch"] * (layers + layers + h * h + h * c)
+        total += part["steps"] * step + 2.0 * layers * (part["monitor"] * (1 + part["checks"]) + part["test"])
+    return total
+
+
+def _elementwise_flops(n: int, c: int, steps: int | None) -> float:
+    """The rest of training, approximately: per step the K x K bound (~20 operations per entry, three times
+    that with its gradient), log-softmax and ReLUs (~12 per output and hidden unit), Adam (~12 per parameter)."""
+    total = 0.0
+    for part in mi_plan(n, steps):
+        k = part["batch"]
+        total += part["steps"] * (60.0 * k * k + 12.0 * k * (c + 2 * HIDDEN))
+        evaluated = part["monitor"] * (1 + part["checks"]) + part["test"]
+        total += 20.0 * k * evaluated + 12.0 * evaluated * (c + 2 * HIDDEN)
+    return total
+
+
+def _cost(n, d, c, with_pca: bool, reduced_dims, steps):
+    p = (min(n, d) if reduced_dims is None else reduced_dims) if with_pca else d  # the critic's input dimension
+    parameters = (p + 1) * HIDDEN + (HIDDEN + 1) * HIDDEN + (HIDDEN + 1) * c + c
+    adam = 12.0 * parameters * sum(part["steps"] for part in mi_plan(n, steps))
+    reduce = flops.pca(n, d, p, scores_from_gram=True) if with_pca else 0.0
+    scale = 3.0 * n * p  # centring and one RMS
+    return reduce + scale + mi_gemm_flops(n, p, c, steps) + _elementwise_flops(n, c, steps) + adam
+
+
+def _mi_cost(n, d, c, sources, test_n, *, steps=None):
+    return _cost(n, d, c, False, None, steps)
+
+
+def _mi_pca_cost(n, d, c, sources, test_n, *, steps=None, reduced_dims=None):
+    return _cost(n, d, c, True, reduced_dims, steps)
+
+
+# ------------------------------------------------------------------------------------- registered
 _CITATION = "Poole et al., On Variational Bounds of Mutual Information, ICML 2019; Li et al., CVPR 2021, section 3.3"
 _CARE = (
     "critic cross-fitted on two random halves, early-stopped, and evaluated on the held-out half (an in-sample "
@@ -356,28 +376,28 @@ _CARE = (
 )
 
 
-@register("mi", needs=FEATURES, citation=_CITATION, care=_CARE,
+@register("mi", needs=FEATURES, citation=_CITATION, care=_CARE, cost=_mi_cost,
           description="I_alpha (alpha=0.01) lower bound on I(features; labels) in nats, separable MLP critic")
 def mi(features, labels, *, seed=0) -> float:
     """`mutual_information` with alpha = 0.01: the paper's "MI (alpha=0.01)"."""
     return mutual_information(features, labels, alpha=0.01, seed=seed)
 
 
-@register("mi_alpha0.5", needs=FEATURES, citation=_CITATION, care=_CARE,
+@register("mi_alpha0.5", needs=FEATURES, citation=_CITATION, care=_CARE, cost=_mi_cost,
           description="I_alpha (alpha=0.5) lower bound on I(features; labels) in nats, separable MLP critic")
 def mi_alpha05(features, labels, *, seed=0) -> float:
     """`mutual_information` with alpha = 0.5: the paper's "MI (alpha=0.50)"."""
     return mutual_information(features, labels, alpha=0.5, seed=seed)
 
 
-@register("mi_pca", needs=FEATURES, citation=_CITATION, care=_CARE,
+@register("mi_pca", needs=FEATURES, citation=_CITATION, care=_CARE, cost=_mi_pca_cost,
           description="I_alpha (alpha=0.01) lower bound on I(features; labels) after PCA to 80% of the variance")
 def mi_pca(features, labels, *, seed=0) -> float:
     """`mutual_information` with alpha = 0.01 after PCA (80% energy): the paper's "MI w/ PCA (alpha=0.01)"."""
     return mutual_information(features, labels, alpha=0.01, pca=True, seed=seed)
 
 
-@register("mi_pca_alpha0.5", needs=FEATURES, citation=_CITATION, care=_CARE,
+@register("mi_pca_alpha0.5", needs=FEATURES, citation=_CITATION, care=_CARE, cost=_mi_pca_cost,
           description="I_alpha (alpha=0.5) lower bound on I(features; labels) after PCA to 80% of the variance")
 def mi_pca_alpha05(features, labels, *, seed=0) -> float:
     """`mutual_information` with alpha = 0.5 after PCA (80% energy): the paper's "MI w/ PCA (alpha=0.50)"."""
