@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import ray
 import torch
+from fault_injection import KillingRayExecutor
 from torch import nn
 
 from neucrab import measures, tasks
 from neucrab.bench.suite import load_suite
 from neucrab.cli import main
 from neucrab.errors import InputError
-from neucrab.executors import GPU_MIN_BYTES, KillWorker, RayExecutor, Unit, ray_resources, spec_size
+from neucrab.executors import GPU_MIN_BYTES, RayExecutor, Unit, ray_resources, spec_size
 from neucrab.ranking import rank
 
 TASK = "digits:100"
@@ -107,7 +108,7 @@ def test_ray_ranking_equals_the_local_one_and_shares_its_cache(pool, ray_cluster
 
 
 def test_a_worker_killed_mid_run_is_retried_and_the_run_completes(pool, ray_cluster, tmp_path):
-    executor = RayExecutor(kill=KillWorker(folder=str(tmp_path), match="net1.pt", times=1))
+    executor = KillingRayExecutor(folder=str(tmp_path), match="net1.pt", times=1)
     ranked = rank(pool["specs"], TASK, MEASURES, cache_dir=tmp_path / "cache", progress=False, executor=executor)
     attempts = list(tmp_path.glob("attempts-*"))
     assert len(attempts) == 1 and len(attempts[0].read_text().splitlines()) == 1  # killed once, then retried
@@ -115,7 +116,7 @@ def test_a_worker_killed_mid_run_is_retried_and_the_run_completes(pool, ray_clus
 
 
 def test_a_checkpoint_that_fails_on_every_try_is_reported_in_its_row(pool, ray_cluster, tmp_path):
-    executor = RayExecutor(max_retries=1, kill=KillWorker(folder=str(tmp_path), match="net2.pt", times=5))
+    executor = KillingRayExecutor(max_retries=1, folder=str(tmp_path), match="net2.pt", times=5)
     ranked = rank(pool["specs"], TASK, MEASURES, cache_dir=tmp_path / "cache", progress=False, executor=executor)
     rows = {row.checkpoint: row for row in ranked.rows}
     killed = rows[pool["specs"][2]]

@@ -1,15 +1,15 @@
 """Where the units of work run: in this process (`LocalExecutor`, the default) or as Ray tasks (`RayExecutor`).
 
 A unit is one call of a picklable top-level function with keyword arguments that name things (checkpoint
-specs, task specs, paths), never loaded models: `ranking.score_checkpoint` per checkpoint for `rank`,
-`groundtruth.groundtruth` per (checkpoint, task) for `groundtruth` and `bench`, `extract.extract_spec` per
-(checkpoint, task, split) for `extract`. Both executors have one method,
+specs, task specs, paths), never loaded models: `scoring.score_checkpoint` per checkpoint for `rank`,
+`groundtruth.groundtruth` per (checkpoint, task) for `groundtruth` and `bench`, `extract_pool.extract_spec` per
+(checkpoint, task, split) for `extract`. Every executor (the `Executor` protocol) has one method that runs units,
 
-    map(function, units, shared=..., description=..., progress=..., failed=...) -> iterator of
-        (index, result, error)
+    map(function, units, shared=..., description=..., progress=...) -> iterator of (index, result, error)
 
-which yields each unit's result (or the exception that ended it) as it finishes; the callers put results
-back in input order, so rows and rankings are the same whichever executor ran them.
+which yields each unit's result (or the exception that ended it) as it finishes. Callers do not use it
+directly: `neucrab.pool.run_pool` does, and puts the outcomes back in input order, so rows and rankings are the
+same whichever executor ran them.
 
 Workers share work through the caches that already exist (the feature cache of `neucrab.extract` and the
 run cache of `neucrab.groundtruth`): both are content-keyed files written atomically, so the cache folder
@@ -30,16 +30,17 @@ working directory, so deterministic computations give the same bits as the local
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import math
 import os
 import pickle
-import signal
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
+from ._validate import check_count, check_number, check_positive
+from .cache import cache_root
 from .errors import InputError
 
 GPU_MIN_BYTES = 100 * 1024 * 1024
@@ -59,16 +60,6 @@ class Unit:
 
 class WorkerFailed(RuntimeError):
     """The engine gave up on a unit: its worker died on every try (not an exception of the unit itself)."""
-
-
-@dataclass
-class KillWorker:
-    """Test-only fault injection: a Ray unit whose label contains `match` kills its own worker process
-    (SIGKILL) on its first `times` attempts, counting attempts in a file under `folder`."""
-
-    folder: str
-    match: str
-    times: int = 1
 
 
 def describe(error: BaseException) -> str:
@@ -107,6 +98,21 @@ def _label(unit: Unit, running: int, failed: int) -> str:
     return f"{unit.label} · running {running}, failed {failed}"
 
 
+@runtime_checkable
+class Executor(Protocol):
+    """Where units run. `remote`: whether they run in other processes (which then get specs, not loaded
+    objects); `cache_dir(path)`: the cache folder to hand to units; `map` (see the module docstring); `close`."""
+
+    remote: bool
+
+    def cache_dir(self, cache_dir): ...
+
+    def map(self, function: Callable, units: list[Unit], *, shared: dict | None = None, description: str = "units",
+            progress: bool = True) -> Iterator[tuple[int, object, Exception | None]]: ...
+
+    def close(self) -> None: ...
+
+
 class LocalExecutor:
     """Runs the units one after another in this process, in input order (the default)."""
 
@@ -119,7 +125,7 @@ class LocalExecutor:
         return cache_dir
 
     def map(self, function: Callable, units: list[Unit], *, shared: dict | None = None, description: str = "units",
-            progress: bool = True, failed: Callable | None = None) -> Iterator[tuple[int, object, Exception | None]]:
+            progress: bool = True) -> Iterator[tuple[int, object, Exception | None]]:
         from .progress import progress_bar
 
         failures = 0
@@ -127,9 +133,9 @@ class LocalExecutor:
             for index, unit in enumerate(units):
                 try:
                     result, error = function(**{**(shared or {}), **unit.kwargs}), None
-                except Exception as raised:  # reported in the unit's row by the caller, as Ray's are
+                except Exception as raised:  # reported in the unit's outcome by the pool, as Ray's are
                     result, error = None, raised
-                failures += error is not None or bool(failed and failed(result))
+                failures += error is not None
                 advance(label=_label(unit, 0, failures))
                 yield index, result, error
 
@@ -160,28 +166,9 @@ def thread_settings() -> dict:
     """This process's torch intra-op threads and BLAS threads (what Ray tasks copy)."""
     import torch
 
-    settings = {"torch": torch.get_num_threads(), "blas": None}
-    try:
-        from threadpoolctl import threadpool_info
+    from .threads import blas_thread_count
 
-        blas = [pool["num_threads"] for pool in threadpool_info() if pool.get("user_api") == "blas"]
-        settings["blas"] = max(blas) if blas else None
-    except Exception:  # threadpoolctl missing or unable to inspect: leave BLAS as the worker has it
-        pass
-    return settings
-
-
-def _maybe_kill(kill: KillWorker, label: str) -> None:
-    if kill.match not in label:
-        return
-    record = Path(kill.folder) / f"attempts-{hashlib.sha256(label.encode()).hexdigest()[:16]}"
-    attempts = len(record.read_text().splitlines()) if record.exists() else 0
-    if attempts < kill.times:
-        with record.open("a") as stream:
-            stream.write(f"{os.getpid()}\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.kill(os.getpid(), signal.SIGKILL)
+    return {"torch": torch.get_num_threads(), "blas": blas_thread_count()}  # blas None: left as the worker has it
 
 
 def _picklable(error: Exception) -> Exception:
@@ -192,32 +179,22 @@ def _picklable(error: Exception) -> Exception:
         return RuntimeError(describe(error))
 
 
-def run_unit(function: Callable, shared: dict, kwargs: dict, label: str, threads: dict, cwd: str | None,
-             kill: KillWorker | None = None):
+def run_unit(function: Callable, shared: dict, kwargs: dict, threads: dict, cwd: str | None):
     """The body of every Ray task: the driver's thread settings and working directory (relative paths in specs
     resolve as on the driver when the folder exists here), then the function. Returns ("ok", result) or
     ("raised", exception), so the unit's own exceptions reach the caller unchanged and are not retried."""
-    import torch
+    from .threads import blas_threads, torch_threads
 
-    if kill is not None:
-        _maybe_kill(kill, label)
-    before_threads, before_cwd = torch.get_num_threads(), os.getcwd()
-    limits = nullcontext()
-    if threads.get("blas"):
-        from threadpoolctl import threadpool_limits
-
-        limits = threadpool_limits(limits=threads["blas"], user_api="blas")
+    before_cwd = os.getcwd()
     try:
-        torch.set_num_threads(threads["torch"])
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)
-        with limits:
+        with torch_threads(threads["torch"]), blas_threads(threads.get("blas")):
             return "ok", function(**{**shared, **kwargs})
     except Exception as error:
         return "raised", _picklable(error)
     finally:
         os.chdir(before_cwd)
-        torch.set_num_threads(before_threads)
 
 
 class RayExecutor:
@@ -230,17 +207,16 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, *, num_cpus: float | None = None, num_gpus: float | None = None,
                  gpu_min_bytes: int = GPU_MIN_BYTES, max_retries: int = DEFAULT_MAX_RETRIES,
-                 threads: dict | None = None, init_options: dict | None = None, kill: KillWorker | None = None):
+                 threads: dict | None = None, init_options: dict | None = None):
         self.ray = require_ray()
-        if num_cpus is not None and not num_cpus > 0:
-            raise InputError(f"--ray-num-cpus: got {num_cpus}; expected a positive number of CPUs per unit")
-        if num_gpus is not None and not num_gpus >= 0:
-            raise InputError(f"--ray-num-gpus: got {num_gpus}; expected 0 or a positive number of GPUs per unit")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise InputError(f"--ray-max-retries: got {max_retries!r}; expected a non-negative integer")
+        if num_cpus is not None:
+            num_cpus = check_positive(num_cpus, "--ray-num-cpus")
+        if num_gpus is not None:
+            num_gpus = check_number(num_gpus, "--ray-num-gpus", 0.0, math.inf)
+        max_retries = check_count(max_retries, "--ray-max-retries", minimum=0)
         self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
         self.gpu_min_bytes, self.max_retries = int(gpu_min_bytes), max_retries
-        self.threads, self.init_options, self.kill = threads, dict(init_options or {}), kill
+        self.threads, self.init_options = threads, dict(init_options or {})
         self._started = False
 
     def start(self) -> None:
@@ -264,17 +240,15 @@ class RayExecutor:
 
     def cache_dir(self, cache_dir):
         """An absolute cache folder for the workers (the default one resolved here, on the driver)."""
-        from .extract import default_cache_dir
-
         check_store(cache_dir)
-        return str(Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser().absolute())
+        return str(cache_root(cache_dir).absolute())
 
     def resources(self, unit: Unit, cluster_gpus: float) -> dict:
         return ray_resources(unit.size_bytes, cluster_gpus, num_cpus=self.num_cpus, num_gpus=self.num_gpus,
                              gpu_min_bytes=self.gpu_min_bytes)
 
     def map(self, function: Callable, units: list[Unit], *, shared: dict | None = None, description: str = "units",
-            progress: bool = True, failed: Callable | None = None) -> Iterator[tuple[int, object, Exception | None]]:
+            progress: bool = True) -> Iterator[tuple[int, object, Exception | None]]:
         from .progress import progress_bar
 
         ray = self.ray
@@ -295,8 +269,7 @@ class RayExecutor:
             if free_device and "device" not in kwargs:
                 kwargs = {**kwargs, "device": "cuda" if resources["num_gpus"] > 0 else "cpu"}
             options = {**resources, "max_retries": self.max_retries, "retry_exceptions": False}
-            ref = task.options(**options).remote(function, shared_ref, kwargs, unit.label, threads, os.getcwd(),
-                                                 self.kill)
+            ref = task.options(**options).remote(function, shared_ref, kwargs, threads, os.getcwd())
             refs[ref] = index
         pending, failures = list(refs), 0
         try:
@@ -312,7 +285,7 @@ class RayExecutor:
                             tries = self.max_retries + 1
                             result, error = None, WorkerFailed(
                                 f"the Ray worker failed on each of {tries} tries ({describe(crash)})")
-                        failures += error is not None or bool(failed and failed(result))
+                        failures += error is not None
                         advance(label=_label(units[index], len(pending), failures))
                         yield index, result, error
         finally:
@@ -320,12 +293,12 @@ class RayExecutor:
                 ray.cancel(ref)
 
 
-def resolve(executor) -> LocalExecutor | RayExecutor:
-    """None or "local" -> LocalExecutor(); "ray" -> RayExecutor(); an executor object as it is."""
+def resolve(executor) -> Executor:
+    """None or "local" -> LocalExecutor(); "ray" -> RayExecutor(); an `Executor` object as it is."""
     if executor is None or executor == "local":
         return LocalExecutor()
     if executor == "ray":
         return RayExecutor()
-    if callable(getattr(executor, "map", None)) and callable(getattr(executor, "cache_dir", None)):
+    if isinstance(executor, Executor):
         return executor
     raise InputError(f"executor: got {executor!r}; expected 'local', 'ray' or an executor object")

@@ -1,17 +1,14 @@
 """Small JSON records keyed by content hashes, as `<root>/<key>.json`: the ground-truth run cache and the
-score cache share this. Writes are atomic (temp file, fsync, os.replace), so a record is absent, old or
-complete; a damaged or foreign record is deleted with a CacheWarning and recomputed by the caller."""
+score cache share this. Writes go through `cache.atomic_write`, so a record is absent, old or complete; a
+damaged or foreign record is deleted with a CacheWarning and recomputed by the caller. Imports no torch."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
-from contextlib import suppress
 from pathlib import Path
 
-from .extract import CacheWarning
+from .cache import CacheWarning, atomic_write
 
 
 class JsonStore:
@@ -48,15 +45,4 @@ class JsonStore:
 
     def write(self, key: str, record: dict) -> None:
         """Write atomically: `path` holds nothing, the old record or the complete new one."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(handle, "w") as stream:
-                json.dump({**record, "key": key}, stream, indent=1, sort_keys=True)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temp, self.path(key))
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(temp)
-            raise
+        atomic_write(self.path(key), json.dumps({**record, "key": key}, indent=1, sort_keys=True))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -51,10 +52,45 @@ class Checkpoint:
     has_head: bool = False
     layer: str | None = None
     details: dict = field(default_factory=dict)  # architecture, source file, etc., for reports
+    channels_last: bool = False
 
     def forward(self, batch) -> tuple[np.ndarray, np.ndarray | None]:
         """Return (features float32 (B, D), source probabilities float32 (B, S) or None)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """A checkpoint carrying a PyTorch network: `module` (the whole network, head included) and
+    `feature_module()`, an nn.Module from an input batch to the (B, D) features that shares its parameters and
+    backpropagates (what fine-tuning trains, with a new linear head)."""
+
+    module: object
+
+    def feature_module(self): ...
+
+
+@runtime_checkable
+class OnDevice(Protocol):
+    """A checkpoint whose network can run on a torch device: `device` now, `to(device)` to move it."""
+
+    device: object
+
+    def to(self, device): ...
+
+
+@runtime_checkable
+class Tokenizing(Protocol):
+    """A text checkpoint: `tokenize(texts)` gives the tensors its feature module takes."""
+
+    def tokenize(self, texts) -> dict: ...
+
+
+@runtime_checkable
+class SizeChecked(Protocol):
+    """A checkpoint that accepts only some input sizes: `check_input_size(size)` raises InputError otherwise."""
+
+    def check_input_size(self, size: int) -> None: ...
 
 
 def at_image_size(checkpoint: Checkpoint, size: int | None) -> Checkpoint:
@@ -66,10 +102,9 @@ def at_image_size(checkpoint: Checkpoint, size: int | None) -> Checkpoint:
     """
     if size is None or checkpoint.modality != "image" or checkpoint.preprocess is None:
         return checkpoint
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        from ..errors import InputError
+    from .._validate import check_count
 
-        raise InputError(f"image_size: got {size!r}; expected a positive integer (pixels)")
+    size = check_count(size, "image_size")
     if size == checkpoint.preprocess.size:
         return checkpoint
     resized = copy.copy(checkpoint)

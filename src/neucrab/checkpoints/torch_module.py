@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from torch import nn
@@ -78,24 +76,11 @@ class TorchCheckpoint(Checkpoint):
         x = x.to(self.device, torch.float32)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), full_precision_convolutions():
+        with torch.inference_mode():
             features, logits = self._features.forward_with_logits(x)
             probs = None if logits is None else torch.softmax(logits.float(), dim=-1)
         features = features.float().cpu().numpy()
         return features, None if probs is None else probs.cpu().numpy()
-
-
-@contextmanager
-def full_precision_convolutions():
-    """cuDNN convolutions in float32, not TF32 (PyTorch's default on Ampere and later), while features are
-    extracted: TF32 moved EfficientNet-Lite0 features by 0.4% of their range on an H200, enough to change
-    N-LEEP's mixture fit, and GPU and CPU runs share one feature cache."""
-    previous = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32 = previous
 
 
 def _is_script_conv(module: nn.Module) -> bool:
