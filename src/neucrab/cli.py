@@ -1,4 +1,8 @@
-"""The `neucrab` command line. Each subcommand is a small function; heavy imports happen inside it."""
+"""The `neucrab` command line. Each subcommand is a small function; heavy imports happen inside it.
+
+Exit codes, the same for every subcommand: 0 all went well, 1 some units (checkpoints, runs) failed and are
+reported in their rows, 2 bad input (one line on stderr naming what to fix), 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,12 @@ import sys
 from contextlib import contextmanager
 
 from .errors import InputError
+
+OK, SOME_FAILED, BAD_INPUT, INTERRUPTED = 0, 1, 2, 130
+
+
+def _exit_code(failures: int) -> int:
+    return SOME_FAILED if failures else OK
 
 
 @contextmanager
@@ -32,20 +42,38 @@ def _executor(args: argparse.Namespace):
 
 
 def _measures(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from .measures import REGISTRY, get
 
-    from .measures import REGISTRY
-
-    table = Table(title="neucrab measures (higher score = predicted to transfer better)")
-    for column in ("name", "needs", "what it does", "citation", "care taken"):
-        table.add_column(column, overflow="fold")
+    if args.name:
+        print(_measure_details(get(args.name)))
+        return OK
+    width = args.width or 80
     for info in REGISTRY.values():
-        # Descriptions may hold brackets (e.g. "[0, 1]"), which rich would take as markup.
-        table.add_row(*(escape(text) for text in (info.name, info.needs, info.description, info.citation, info.care)))
-    Console(width=args.width).print(table)
-    return 0
+        start = f"{info.name:<17} {info.needs.value:<13} "
+        summary = info.description.split(". ")[0].rstrip(".")
+        room = max(10, width - len(start))
+        if len(summary) > room:  # cut at a word, so the line reads as a phrase
+            summary = summary[:room - 3].rsplit(" ", 1)[0].rstrip(",;:") + "..."
+        print(start + summary)
+    print("\nneucrab measures NAME: what a measure does, its citation, options and care taken", file=sys.stderr)
+    return OK
+
+
+def _measure_details(info) -> str:
+    import textwrap
+
+    def field_(label: str, text: str) -> str:
+        return textwrap.fill(text, 80, initial_indent=f"{label:<12}", subsequent_indent=" " * 12)
+
+    options = ", ".join(f"{name}={value!r}" for name, value in info.options.items()) or "none"
+    position = "no" if info.default is None else f"yes (position {info.default + 1})"
+    targets = ["class labels"] + ["real-valued targets"] * info.regression + ["multi-hot labels"] * info.multilabel
+    lines = [info.name, field_("needs", info.needs.value), field_("what", info.description),
+             field_("citation", info.citation), field_("targets", ", ".join(targets)), field_("options", options),
+             field_("default set", position), field_("cost model", "yes" if info.cost else "none")]
+    if info.care:
+        lines.append(field_("care taken", info.care))
+    return "\n".join(lines)
 
 
 def _rank(args: argparse.Namespace) -> int:
@@ -64,7 +92,7 @@ def _rank(args: argparse.Namespace) -> int:
     if not checkpoints:
         raise InputError("rank: expected at least one CHECKPOINT (or --example)")
     if not task:
-        raise InputError("--task: expected a task (an image folder, a CSV, a .npz, digits or mnist5k)")
+        raise InputError(f"--task: expected a task ({_task_kinds()})")
     with _executor(args) as executor:
         ranking = rank(checkpoints, task, args.measure, cache_dir=args.cache_dir, trust_pickle=args.trust_pickle,
                        layer=args.layer, batch_size=args.batch_size, progress=not args.no_progress, names=names,
@@ -81,12 +109,12 @@ def _rank(args: argparse.Namespace) -> int:
     if args.out:
         paths = write_outputs(ranking, args.out)
         print(f"report: {paths['report.html']} (also ranking.json, ranking.csv, scores.png)", file=sys.stderr)
-    failed = [row for row in ranking.rows if row.error]
-    return 1 if failed and len(failed) == len(ranking.rows) else 0
+    return _exit_code(sum(bool(row.error) for row in ranking.rows))
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from .extract import default_cache_dir, extract_pool
+    from .cache import default_cache_dir
+    from .extract_pool import extract_pool
     from .tasks import load as load_task
 
     task = load_task(args.task)
@@ -108,8 +136,7 @@ def _extract(args: argparse.Namespace) -> int:
             how = "cache hit" if summary["cached"] else "computed"
             print(f"{summary['checkpoint']} / {summary['task']} {summary['split']}: {shape} features, {how} in "
                   f"{summary['seconds']:.2f} s" + (f" -> {summary['path']}" if summary["path"] else ""))
-    failed = sum(error is not None for _, _, error in outcomes)
-    return 0 if not failed else 2 if failed == len(outcomes) else 1
+    return _exit_code(sum(error is not None for _, _, error in outcomes))
 
 
 def _groundtruth(args: argparse.Namespace) -> int:
@@ -130,7 +157,8 @@ def _groundtruth(args: argparse.Namespace) -> int:
     Console().print(gt.table(task.name, results, errors))
     if out is not None:
         print(f"wrote {gt.write_results(out, task.name, results, errors)}", file=sys.stderr)
-    return 1 if not any(r.best_accuracy is not None for r in results.values()) else 0
+    diverged = sum(result.best_accuracy is None for result in results.values())  # every run diverged: no truth
+    return _exit_code(len(errors) + diverged)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -146,11 +174,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         writer = {"json": ef.to_json, "csv": ef.to_csv, "markdown": ef.to_markdown}[args.format]
         print(writer(report), end="" if args.format == "csv" else "\n")
-    return 0
+    return OK
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench.run import run_bench, to_markdown
+    from .bench.run import failures, run_bench, to_markdown
     from .bench.suite import load_suite
 
     suite = load_suite(args.suite, quick=args.quick)  # validated before any work
@@ -159,7 +187,7 @@ def _bench(args: argparse.Namespace) -> int:
                              progress=not args.no_progress, trust_pickle=args.trust_pickle, executor=executor)
     print(to_markdown(document))
     print(f"wrote {args.out}: table.md, table.csv, results.json, figure1_*.png, scatter_*.png", file=sys.stderr)
-    return 0
+    return _exit_code(failures(document))
 
 
 def _pretrain_mini(args: argparse.Namespace) -> int:
@@ -170,7 +198,40 @@ def _pretrain_mini(args: argparse.Namespace) -> int:
     for name, entry in sorted(manifest["files"].items()):
         print(f"{name}: {entry['held_out_metric']} {entry['held_out']:.4f}, {entry['seconds']} s")
     print(f"wrote {args.out}: *.safetensors, manifest.json", file=sys.stderr)
-    return 0
+    return OK
+
+
+def _task_kinds() -> str:
+    from .tasks import BUILTINS
+
+    return f"an image folder, a CSV, a .npz, or a built-in: {', '.join(BUILTINS)}"
+
+
+CACHE_HELP = "cache root (default $NEUCRAB_CACHE or ~/.cache/neucrab)"
+
+
+def _add_common(parser: argparse.ArgumentParser, *names: str, defaults: dict | None = None) -> None:
+    """Add the options several subcommands share, each declared once here."""
+    defaults = defaults or {}
+    declared = {
+        "task": lambda: parser.add_argument("--task", required=defaults.get("task_required", True),
+                                            help=_task_kinds()),
+        "layer": lambda: parser.add_argument("--layer", help="features from this named layer instead of the "
+                                             "head's input"),
+        "cache-dir": lambda: parser.add_argument("--cache-dir", help=CACHE_HELP),
+        "batch-size": lambda: parser.add_argument("--batch-size", type=int, default=defaults.get("batch_size", 64),
+                                                  help=f"default {defaults.get('batch_size', 64)}"),
+        "image-size": lambda: parser.add_argument("--image-size", type=int, metavar="N",
+                                                  help="input size instead of the checkpoint's own"),
+        "device": lambda: parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)"),
+        "trust-pickle": lambda: parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling "
+                                                    "checkpoint files (runs code from the file: only files you "
+                                                    "trust)"),
+        "no-progress": lambda: parser.add_argument("--no-progress", action="store_true", help="no progress bars"),
+        "executor": lambda: _add_executor_options(parser),
+    }
+    for name in names:
+        declared[name]()
 
 
 def _add_executor_options(parser: argparse.ArgumentParser) -> None:
@@ -191,70 +252,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neucrab", description="Rank pre-trained checkpoints for transfer learning.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    listing = commands.add_parser("measures", help="list the measures and what each needs")
-    listing.add_argument("--width", type=int, default=None, help="table width in characters")
+    listing = commands.add_parser("measures", help="list the measures (one line each), or one measure in detail")
+    listing.add_argument("name", nargs="?", metavar="NAME", help="show this measure's details")
+    listing.add_argument("--width", type=int, default=None, help="line width in characters (default 80)")
     listing.set_defaults(run=_measures)
 
     ranking = commands.add_parser("rank", help="rank checkpoints for a task")
     ranking.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
                          help="FILE (.onnx, TorchScript, .npz), ARCH=WEIGHTS, timm:NAME, hf:NAME or a model DIR")
-    ranking.add_argument("--task", help="an image folder, a CSV, a .npz, or a built-in: digits, mnist5k")
+    _add_common(ranking, "task", defaults={"task_required": False})
     ranking.add_argument("--measure", action="append", metavar="NAME",
                          help="a measure (repeatable) or 'all'; default: nleep and the fast measures")
-    ranking.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    ranking.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                         help="json and csv are what `neucrab evaluate --scores` reads")
     ranking.add_argument("--out", metavar="DIR", help="also write ranking.json, ranking.csv, scores.png, report.html")
     ranking.add_argument("--example", action="store_true",
                          help="rank the built-in real pool (EfficientNet-Lite0/1/2, from-scratch, RapidOCR) on digits")
-    ranking.add_argument("--layer", help="features from this named layer instead of the head's input")
-    ranking.add_argument("--cache-dir", help="feature cache (default $NEUCRAB_CACHE or ~/.cache/neucrab)")
-    ranking.add_argument("--batch-size", type=int, default=64)
-    ranking.add_argument("--image-size", type=int, metavar="N", help="input size instead of the checkpoint's own")
-    ranking.add_argument("--trust-pickle", action="store_true",
-                         help="allow unpickling checkpoint files (runs code from the file: only for files you trust)")
-    ranking.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_executor_options(ranking)
+    _add_common(ranking, "layer", "cache-dir", "batch-size", "image-size", "trust-pickle", "no-progress", "executor")
     ranking.set_defaults(run=_rank)
 
-    extracting = commands.add_parser("extract", help="fill the feature cache for one checkpoint and task")
+    extracting = commands.add_parser("extract", help="fill the feature cache for checkpoints and a task")
     extracting.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint specs, as for rank")
-    extracting.add_argument("--task", required=True, help="an image folder, a CSV, a .npz, or digits, mnist5k")
-    extracting.add_argument("--layer", help="features from this named layer instead of the head's input")
+    _add_common(extracting, "task", "layer")
     extracting.add_argument("--split", choices=("train", "test", "both"), default="both")
-    extracting.add_argument("--cache-dir", help="feature cache (default $NEUCRAB_CACHE or ~/.cache/neucrab)")
-    extracting.add_argument("--batch-size", type=int, default=64)
-    extracting.add_argument("--trust-pickle", action="store_true",
-                            help="allow unpickling checkpoint files (runs code from the file: only trusted files)")
-    extracting.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_executor_options(extracting)
+    _add_common(extracting, "cache-dir", "batch-size", "trust-pickle", "no-progress", "executor")
     extracting.set_defaults(run=_extract)
 
     truth = commands.add_parser("groundtruth", help="fine-tune over a grid and keep the best test accuracy (the "
                                 "paper's ground truth)")
     truth.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint specs, as for rank "
                        "(PyTorch ones: ONNX and precomputed features cannot be fine-tuned)")
-    truth.add_argument("--task", required=True, help="an image folder, a CSV, a .npz, or digits, mnist5k")
+    _add_common(truth, "task")
     truth.add_argument("--lr", type=float, action="append", metavar="X",
                        help="a learning rate (repeatable); default the paper's 0.0001 ... 0.5")
     truth.add_argument("--steps", type=int, action="append", metavar="N",
                        help="a step count (repeatable); default the paper's 2500 ... 40000")
-    truth.add_argument("--batch-size", type=int, default=512, help="default 512, as the paper")
-    truth.add_argument("--image-size", type=int, metavar="N", help="input size instead of the checkpoint's own")
     truth.add_argument("--seed", type=int, default=0, help="data order and dropout seed")
     truth.add_argument("--out", metavar="FILE", help="write task,checkpoint,accuracy rows (.csv) or all runs (.json)")
-    truth.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
-    truth.add_argument("--layer", help="fine-tune up to this named layer instead of the head's input")
-    truth.add_argument("--cache-dir", help="cache root (runs under its groundtruth/; default $NEUCRAB_CACHE or "
-                       "~/.cache/neucrab)")
-    truth.add_argument("--trust-pickle", action="store_true",
-                       help="allow unpickling checkpoint files (runs code from the file: only trusted files)")
-    truth.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_executor_options(truth)
+    _add_common(truth, "batch-size", "image-size", "device", "layer", "cache-dir", "trust-pickle", "no-progress",
+                "executor", defaults={"batch_size": 512})
     truth.set_defaults(run=_groundtruth)
 
     judging = commands.add_parser("evaluate", help="judge saved rankings against a ground truth (Recall@k, Rel@k, "
                                   "Pearson, Kendall, weighted Kendall), per task and averaged")
     judging.add_argument("--scores", required=True, action="append", metavar="FILE",
-                         help="`neucrab rank --format json` output (one task or a list), or a CSV "
+                         help="`neucrab rank --format json` or `--format csv` output, or a CSV "
                               "task,checkpoint,measure,score; repeatable")
     judging.add_argument("--groundtruth", required=True, metavar="FILE",
                          help="CSV task,checkpoint,accuracy, its JSON forms, or paper:group1 .. paper:group4")
@@ -271,12 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     benching.add_argument("--out", required=True, metavar="DIR", help="folder for table.md/.csv, results.json, PNGs")
     benching.add_argument("--quick", action="store_true", help="the suite's quick variant (SUITE-quick): a subset "
                           "of checkpoints and tasks with a tiny sweep, a smoke test in minutes")
-    benching.add_argument("--cache-dir", help="cache root (default $NEUCRAB_CACHE or ~/.cache/neucrab)")
-    benching.add_argument("--device", help="fine-tuning device: cuda, cpu, ... (default: cuda when available)")
-    benching.add_argument("--trust-pickle", action="store_true",
-                          help="allow unpickling checkpoint files (runs code from the file: only trusted files)")
-    benching.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_executor_options(benching)
+    _add_common(benching, "cache-dir", "device", "trust-pickle", "no-progress", "executor")
     benching.set_defaults(run=_bench)
 
     pretraining = commands.add_parser("pretrain-mini", help="pre-train Mini-NeuCRaB's checkpoints on MNIST 5k (CPU, "
@@ -285,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretraining.add_argument("--seed", type=int, default=0)
     pretraining.add_argument("--epochs", type=int, metavar="N", help="epochs per model (default 6; 1 with --quick)")
     pretraining.add_argument("--quick", action="store_true", help="a tiny run (500 images) for tests")
-    pretraining.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_common(pretraining, "no-progress")
     pretraining.set_defaults(run=_pretrain_mini)
     return parser
 
@@ -297,10 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         # Bad input is the user's to fix: one line, no traceback.
         print(f"neucrab: error: {error}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     except KeyboardInterrupt:
         print("neucrab: interrupted; cached work is kept and the next run resumes from it", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

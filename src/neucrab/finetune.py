@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._validate import check_count, check_learning_rate, check_positive, check_seed
+from .checkpoints.base import SizeChecked, Tokenizing, Trainable
 from .errors import InputError
 from .extract import _batch_loader, _check_pair
 from .tasks import Task
@@ -126,9 +128,8 @@ def trainable(checkpoint):
 
 def require_trainable(checkpoint) -> None:
     """InputError unless `checkpoint` carries a PyTorch network that can be trained."""
-    feature_module = getattr(checkpoint, "feature_module", None)
-    if not callable(feature_module):
-        kind = getattr(checkpoint, "modality", "")
+    if not isinstance(checkpoint, Trainable):
+        kind = getattr(checkpoint, "modality", "")  # may be anything a user passed: say what it is
         what = "precomputed features have" if kind == "features" else f"{type(checkpoint).__name__} has"
         raise InputError(f"checkpoint {getattr(checkpoint, 'name', checkpoint)!r}: {what} no PyTorch network and "
                          "cannot be fine-tuned; expected a PyTorch checkpoint (nn.Module, TorchScript, .pth, "
@@ -243,14 +244,13 @@ class Finetuner:
         _check_pair(checkpoint, self.task)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.image_size = self._image_size(image_size)
-        if callable(getattr(checkpoint, "check_input_size", None)) and self.image_size is not None:
+        if isinstance(checkpoint, SizeChecked) and self.image_size is not None:
             checkpoint.check_input_size(self.image_size)  # a converted ONNX graph may not take this size
         if self.task.modality == "image":
             preprocess = dataclasses.replace(checkpoint.preprocess, size=self.image_size)
-            channels_last = bool(getattr(checkpoint, "channels_last", False))
-            self.inputs = {name: _ImageInputs(self.task.split(name), preprocess, channels_last, self.device,
+            self.inputs = {name: _ImageInputs(self.task.split(name), preprocess, checkpoint.channels_last, self.device,
                                               memory_bound) for name in ("train", "test")}
-        elif self.task.modality == "text" and callable(getattr(checkpoint, "tokenize", None)):
+        elif self.task.modality == "text" and isinstance(checkpoint, Tokenizing):
             self.inputs = {name: _TextInputs(self.task.split(name), checkpoint, self.device)
                            for name in ("train", "test")}
         else:
@@ -265,28 +265,20 @@ class Finetuner:
             return None
         if image_size is None:
             return int(self.checkpoint.preprocess.size)
-        if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
-            raise InputError(f"image_size: got {image_size!r}; expected a positive integer (pixels)")
-        return int(image_size)
+        return check_count(image_size, "image_size")
 
     def batch_for(self, batch_size) -> int:
         """The batch actually used: min(batch_size, training samples)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise InputError(f"batch_size: got {batch_size!r}; expected a positive integer")
-        return min(int(batch_size), len(self.task.train))
+        return min(check_count(batch_size, "batch_size"), len(self.task.train))
 
     def resolve_steps(self, steps, epochs, batch_size) -> int:
         """The step count from `steps` or `epochs` (exactly one given): ceil(epochs * N / batch)."""
         if (steps is None) == (epochs is None):
             raise InputError(f"steps, epochs: got {steps!r}, {epochs!r}; expected exactly one of them")
         if epochs is not None:
-            if isinstance(epochs, bool) or not isinstance(epochs, (int, float, np.number)) or not epochs > 0 \
-                    or not math.isfinite(epochs):
-                raise InputError(f"epochs: got {epochs!r}; expected a positive number")
+            epochs = check_positive(epochs, "epochs")
             return max(1, math.ceil(epochs * len(self.task.train) / self.batch_for(batch_size)))
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise InputError(f"steps: got {steps!r}; expected a positive integer")
-        return int(steps)
+        return check_count(steps, "steps")
 
     def _network(self, train_inputs) -> _Classifier:
         """A trainable copy of the feature module with a zero-initialised linear head, on the device."""
@@ -310,9 +302,8 @@ class Finetuner:
             return_model: bool = False) -> FinetuneResult:
         """One run of `steps` steps at constant `lr`. advance(): called after each step; on_eval(step,
         accuracy, seconds): called at each evaluation (seconds: training time so far)."""
-        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.number)) or not lr > 0 \
-                or not math.isfinite(lr):
-            raise InputError(f"lr: got {lr!r}; expected a positive finite learning rate")
+        lr = check_learning_rate(lr)
+        seed = check_seed(seed)
         steps = self.resolve_steps(steps, None, batch_size)
         batch = self.batch_for(batch_size)
         asked = [int(point) for point in eval_at]

@@ -32,14 +32,14 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ._validate import check_count, check_learning_rate, check_seed
+from .cache import atomic_write, cache_root
 from .errors import InputError
-from .extract import default_cache_dir
 from .finetune import LOOP_VERSION, Finetuner
 from .json_store import JsonStore
 
@@ -110,7 +110,7 @@ class RunStore(JsonStore):
 
 def run_store(cache_dir=None) -> RunStore:
     """The run cache under `cache_dir` (default: the feature cache's root), in its `groundtruth/` folder."""
-    return RunStore(Path(cache_dir if cache_dir is not None else default_cache_dir()) / "groundtruth")
+    return RunStore(cache_root(cache_dir) / "groundtruth")
 
 
 # ------------------------------------------------------------------------------------------------- sweep
@@ -121,13 +121,9 @@ def check_grid(lrs, steps) -> tuple[tuple[float, ...], tuple[int, ...]]:
     lrs, steps = list(lrs), list(steps)
     if not lrs or not steps:
         raise InputError(f"grid: got lrs={lrs}, steps={steps}; expected at least one learning rate and step count")
-    for lr in lrs:
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
-            raise InputError(f"lrs: got {lr!r}; expected positive finite learning rates")
-    for count in steps:
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise InputError(f"steps: got {count!r}; expected positive integer step counts")
-    return tuple(sorted({float(lr) for lr in lrs})), tuple(sorted(set(steps)))
+    lrs = [check_learning_rate(lr, "lrs") for lr in lrs]
+    steps = [check_count(count, "steps") for count in steps]
+    return tuple(sorted(set(lrs))), tuple(sorted(set(steps)))
 
 
 def _keys(tuner: Finetuner, lr: float, steps, batch: int, seed: int) -> dict[int, str]:
@@ -206,6 +202,7 @@ def groundtruth(checkpoint_spec, task, *, lrs=PAPER_LRS, steps=PAPER_STEPS, batc
     from .tasks import load as load_task
 
     lrs, steps = check_grid(lrs, steps)
+    seed = check_seed(seed)
     task = load_task(task)
     if isinstance(checkpoint_spec, checkpoints.Checkpoint):
         checkpoint = checkpoint_spec
@@ -238,28 +235,17 @@ def groundtruth_pool(checkpoint_specs, task, *, names=None, executor=None, progr
     "local" here, "ray" or a `neucrab.executors.RayExecutor` as Ray tasks). Returns (name -> GroundTruth,
     name -> error) in input order; a checkpoint that fails is reported in `errors` and the others go on.
     options: groundtruth's keyword arguments (lrs, steps, batch_size, image_size, seed, device, ...)."""
-    from . import executors
+    from .pool import PoolUnit, run_pool
     from .tasks import load as load_task
 
     specs = list(checkpoint_specs)
     names = list(names) if names else [str(spec) if isinstance(spec, (str, os.PathLike)) else f"checkpoint#{i}"
                                        for i, spec in enumerate(specs)]
-    executor = executors.resolve(executor)
-    task_spec, task = task, load_task(task)
-    shared = {"task": task_spec if executor.remote and isinstance(task_spec, str) else task, "device": None,
-              "cache_dir": executor.cache_dir(cache_dir), "progress": progress and not executor.remote, **options}
-    units = [executors.Unit(name, {"checkpoint_spec": spec, "name": name}, executors.spec_size(spec))
-             for spec, name in zip(specs, names)]
-    outcomes: list = [None] * len(units)
-    for index, result, error in executor.map(groundtruth, units, shared=shared, description="ground truth",
-                                             progress=progress):
-        outcomes[index] = (result, error)
-    results, errors = {}, {}
-    for unit, (result, error) in zip(units, outcomes):
-        if error is None:
-            results[unit.label] = result
-        else:
-            errors[unit.label] = executors.describe(error)
+    units = [PoolUnit(name, {"checkpoint_spec": spec, "name": name}, spec) for spec, name in zip(specs, names)]
+    outcomes = run_pool(groundtruth, units, task=load_task(task), task_spec=task, executor=executor,
+                        cache_dir=cache_dir, progress=progress, description="ground truth", **options)
+    results = {outcome.label: outcome.result for outcome in outcomes if outcome.ok}
+    errors = {outcome.label: outcome.error for outcome in outcomes if not outcome.ok}
     return results, errors
 
 
@@ -297,9 +283,7 @@ def write_results(path, task: str, results: dict[str, GroundTruth], errors: dict
     """Write CSV or JSON by the file's suffix (see `check_output`)."""
     path = check_output(path)
     text = to_csv(task, results) if path.suffix.lower() == ".csv" else to_json(task, results, errors)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+    return atomic_write(path, text)
 
 
 def check_output(path) -> Path:

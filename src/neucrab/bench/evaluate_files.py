@@ -3,7 +3,9 @@
 Scores FILE (one or several):
 - JSON from `neucrab rank --format json`: {"task": str, "measures": [str], "rows": [{"checkpoint": str,
   "scores": {measure: float}}]} (other keys ignored), or a list of such objects (several tasks);
-- CSV with the columns task,checkpoint,measure,score (one score per line; an empty score is a missing one).
+- CSV with the columns task,checkpoint,measure,score (one score per line; an empty score is a missing one);
+- CSV from `neucrab rank --format csv`: task, checkpoint, one column per measure (empty: no score), then
+  forward_seconds, cached, error.
 Ground truth: `paper:group1` .. `paper:group4` (the paper's Tables 7-10), or a file:
 - CSV with the columns task,checkpoint,accuracy (what `neucrab groundtruth --out FILE.csv` writes);
 - JSON: {"task": str, "accuracies": {checkpoint: accuracy}} (`neucrab groundtruth --out FILE.json`), a list of
@@ -151,6 +153,11 @@ def _scores_json(path: Path, document) -> list:
 
 
 def _scores_csv(path: Path, text: str) -> list:
+    from ..cells import CSV_FIELDS
+
+    header = [name.strip().lower() for name in next(csv.reader(io.StringIO(text)), [])]
+    if {"task", "checkpoint", *CSV_FIELDS} <= set(header):  # `rank --format csv`: one column per measure
+        return _ranking_csv(path, text)
     tables: dict[str, dict[str, dict[str, float]]] = {}
     measures: list[str] = []
     for line, row in _csv_rows(path, text, ("task", "checkpoint", "measure", "score")):
@@ -165,6 +172,28 @@ def _scores_csv(path: Path, text: str) -> list:
             raise InputError(f"{path}: line {line}: second score of {row['checkpoint']!r} for {row['measure']!r} "
                              f"on task {row['task']!r}; expected one")
         column[row["checkpoint"]] = _number(row["score"], f"{path}: line {line}, column score", "a score")
+    return [(task, measures, table) for task, table in tables.items()]
+
+
+def _ranking_csv(path: Path, text: str) -> list:
+    """`neucrab rank --format csv` output: task, checkpoint, one column per measure, then CSV_FIELDS."""
+    from ..cells import CSV_FIELDS
+
+    reader = csv.DictReader(io.StringIO(text))
+    measures = [name for name in reader.fieldnames if name not in ("task", "checkpoint", *CSV_FIELDS)]
+    tables: dict[str, dict[str, dict[str, float]]] = {}
+    for line, row in enumerate(reader, 2):
+        if not row["task"] or not row["checkpoint"]:
+            raise InputError(f"{path}: line {line}: expected a task and a checkpoint, got {row}")
+        table = tables.setdefault(row["task"], {m: {} for m in measures})
+        for measure in measures:
+            value = (row[measure] or "").strip()
+            if value == "":  # not applicable, failed, or the checkpoint failed
+                continue
+            if row["checkpoint"] in table[measure]:
+                raise InputError(f"{path}: line {line}: checkpoint {row['checkpoint']!r} appears twice on task "
+                                 f"{row['task']!r}; expected one row each")
+            table[measure][row["checkpoint"]] = _number(value, f"{path}: line {line}, column {measure}", "a score")
     return [(task, measures, table) for task, table in tables.items()]
 
 

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._validate import check_count, check_seed
+from ..cache import atomic_write
 from ..checkpoints.mini import MINI_ARCHS, MINI_PREPROCESS, MiniCNN, MiniNet
 from ..errors import InputError
 from ..progress import progress_bar
+from ..threads import torch_threads
 from . import mini_data as data
 
 DEFAULT_EPOCHS = 6  # the whole default run in about 7 minutes on one core (8 epochs took 9 min)
@@ -102,13 +103,12 @@ Save = Callable[[str, nn.Module, float], None]
 def pretrain_mini(out, *, seed: int = 0, epochs: int | None = None, quick: bool = False,
                   progress: bool = True, log: Callable[[str], None] = lambda line: None) -> dict:
     """Train every recipe whose files in `out` are missing or stale; returns the manifest (also written)."""
-    if epochs is not None and epochs < 1:
-        raise InputError(f"--epochs: expected at least 1, got {epochs}")
-    epochs = epochs or (1 if quick else DEFAULT_EPOCHS)
+    seed = check_seed(seed, "--seed")
+    epochs = check_count(epochs, "--epochs") if epochs is not None else (1 if quick else DEFAULT_EPOCHS)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(out)
-    with _threads(THREADS):
+    with torch_threads(THREADS):
         context = None
         for recipe in RECIPES:
             if all(_up_to_date(out / name, manifest["files"].get(name), seed, epochs, quick) for name in recipe.files):
@@ -375,9 +375,7 @@ def _write_json(path: Path, value: dict) -> None:
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(payload)
-    os.replace(temporary, path)
+    atomic_write(path, payload)
 
 
 def _read_manifest(out: Path) -> dict:
@@ -397,13 +395,3 @@ def _up_to_date(path: Path, entry: dict | None, seed: int, epochs: int, quick: b
     if entry is None or (entry.get("seed"), entry.get("epochs"), entry.get("quick")) != (seed, epochs, quick):
         return False
     return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == entry.get("sha256")
-
-
-@contextmanager
-def _threads(count: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -25,7 +25,10 @@ import json
 import re
 from pathlib import Path
 
+from ..cache import atomic_write
+from ..checkpoints.base import Trainable
 from ..errors import InputError
+from ..report.plot import save_figure
 from .evaluate_files import HEADERS, METRICS, Scores, evaluate_scores
 from .suite import Suite
 
@@ -63,8 +66,9 @@ def _costs(spec, task, measures, *, cache_dir, trust_pickle, image_size=None) ->
         except InputError:
             costs[measure] = None
     forward = None
-    module, preprocess = getattr(checkpoint, "module", None), checkpoint.preprocess
-    if module is not None and preprocess is not None and checkpoint.modality == "image":
+    preprocess = checkpoint.preprocess
+    if isinstance(checkpoint, Trainable) and preprocess is not None and checkpoint.modality == "image":
+        module = checkpoint.module
         import torch
 
         try:
@@ -187,17 +191,15 @@ def to_csv(document: dict) -> str:
 
 def plot_figure1(path: Path, group: str, results: dict[str, dict]) -> Path:
     """Figure-1 style: each checkpoint's best fine-tuning accuracy minus the task's mean, bars grouped by task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     labels = list(results)
     names = sorted({name for r in results.values() for name in r["accuracies"]},
                    key=lambda n: next(i for r in results.values() for i, k in enumerate(r["accuracies"]) if k == n))
     width = 0.8 / max(len(names), 1)
-    figure, axes = plt.subplots(figsize=(max(6, 1.5 * len(labels) * max(1, len(names) / 4)), 4))
+    figure = Figure(figsize=(max(6, 1.5 * len(labels) * max(1, len(names) / 4)), 4))
+    axes = figure.subplots()
     for index, name in enumerate(names):
         offsets = []
         for label in labels:
@@ -211,21 +213,17 @@ def plot_figure1(path: Path, group: str, results: dict[str, dict]) -> Path:
     axes.set_title(f"{group}: fine-tuning accuracy offset by the task mean")
     axes.legend(fontsize="small", ncol=max(1, len(names) // 8), bbox_to_anchor=(1.01, 1), loc="upper left")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_scatter(path: Path, group: str, measures, results: dict[str, dict]) -> Path:
     """Score vs ground-truth accuracy, one panel per measure, one colour per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     columns = min(len(measures), 3)
     rows = (len(measures) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.6 * rows), squeeze=False)
+    figure = Figure(figsize=(4.2 * columns, 3.6 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for index, measure in enumerate(measures):
         axis = axes[index // columns][index % columns]
         for label, r in results.items():
@@ -240,9 +238,7 @@ def plot_scatter(path: Path, group: str, measures, results: dict[str, dict]) -> 
     axes[0][0].legend(fontsize="small")
     figure.suptitle(f"{group}: score vs best fine-tuning accuracy")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def run_bench(suite: Suite, out, *, cache_dir=None, device=None, progress=True, trust_pickle=False,
@@ -290,15 +286,19 @@ def run_bench(suite: Suite, out, *, cache_dir=None, device=None, progress=True, 
         for label, r in results.items():
             for kind, text in (("rankings", r["ranking"].to_json()),
                                ("groundtruth", gt.to_json(label, r["groundtruth"], r["groundtruth_errors"]))):
-                target = out / kind / _slug(group) / f"{_slug(label)}.json"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text)
+                atomic_write(out / kind / _slug(group) / f"{_slug(label)}.json", text)
         files[f"figure1_{group}"] = str(plot_figure1(out / f"figure1_{_slug(group)}.png", group, results))
         files[f"scatter_{group}"] = str(plot_scatter(out / f"scatter_{_slug(group)}.png", group, suite.measures,
                                                      results))
-    (out / "table.md").write_text(to_markdown(document))
-    (out / "table.csv").write_text(to_csv(document))
+    atomic_write(out / "table.md", to_markdown(document))
+    atomic_write(out / "table.csv", to_csv(document))
     files.update(table_md=str(out / "table.md"), table_csv=str(out / "table.csv"),
                  results_json=str(out / "results.json"))
-    (out / "results.json").write_text(json.dumps(document, indent=2))
+    atomic_write(out / "results.json", json.dumps(document, indent=2))
     return document
+
+
+def failures(document: dict) -> int:
+    """Checkpoints that failed to score or to fine-tune, over every group and task of a bench document."""
+    return sum(len(task["errors"]) + len(task["groundtruth_errors"])
+               for tasks in document["groups"].values() for task in tasks.values())

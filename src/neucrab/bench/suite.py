@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._validate import check_count, check_seed
 from ..errors import InputError
 
 HUB_PREFIXES = ("timm:", "hf:", "torchvision:", "packaged:")
@@ -138,13 +139,14 @@ def _task_spec(path: Path, where: str, spec, check_files: bool) -> str:
     return str(target)
 
 
-def _positive_int(path: Path, where: str, value, optional: bool = False):
+def _scalar(path: Path, where: str, value, check, optional: bool = False):
+    """`check(value, where)` (a `_validate` helper), its message prefixed with the suite file."""
     if optional and value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if where.endswith("seed") else 1):
-        _fail(path, where, f"got {value!r}; expected a {'non-negative' if where.endswith('seed') else 'positive'} "
-                           "integer" + (" or null" if optional else ""))
-    return value
+    try:
+        return check(value, where)
+    except InputError as error:
+        raise InputError(f"suite {path}: {error}" + (" (or null)" if optional else "")) from None
 
 
 def parse_suite(document: dict, path, *, check_files: bool = True) -> Suite:
@@ -234,9 +236,9 @@ def parse_suite(document: dict, path, *, check_files: bool = True) -> Suite:
         lrs, steps = gt.check_grid(sweep.get("lrs", gt.PAPER_LRS), sweep.get("steps", gt.PAPER_STEPS))
     except InputError as error:
         _fail(path, f"sweep.{str(error).partition(':')[0]}", str(error).partition(": ")[2])
-    batch_size = _positive_int(path, "sweep.batch_size", sweep.get("batch_size", gt.PAPER_BATCH_SIZE))
-    image_size = _positive_int(path, "sweep.image_size", sweep.get("image_size"), optional=True)
-    seed = _positive_int(path, "sweep.seed", sweep.get("seed", 0))
+    batch_size = _scalar(path, "sweep.batch_size", sweep.get("batch_size", gt.PAPER_BATCH_SIZE), check_count)
+    image_size = _scalar(path, "sweep.image_size", sweep.get("image_size"), check_count, optional=True)
+    seed = _scalar(path, "sweep.seed", sweep.get("seed", 0), check_seed)
     return Suite(name=name, path=path, groups=groups, tasks=tasks, measures=measures, lrs=lrs, steps=steps,
                  batch_size=batch_size, image_size=image_size, seed=seed, notes=notes, raw=document)
 

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import tempfile
 from pathlib import Path
 
+from ..cache import atomic_write
 from .plot import plot_scores
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # A half-written report is worse than none: write beside it, then rename over it.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "wb") as file:
-        file.write(data)
-    os.replace(temporary, path)
 
 
 def _html(ranking, png: bytes) -> str:
@@ -60,8 +51,8 @@ def write_outputs(ranking, out_dir) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("ranking.json", "ranking.csv", "scores.png", "report.html")}
-    _write_atomic(paths["ranking.json"], ranking.to_json().encode())
-    _write_atomic(paths["ranking.csv"], ranking.to_csv().encode())
+    atomic_write(paths["ranking.json"], ranking.to_json())
+    atomic_write(paths["ranking.csv"], ranking.to_csv())
     plot_scores(ranking, paths["scores.png"])
-    _write_atomic(paths["report.html"], _html(ranking, paths["scores.png"].read_bytes()).encode())
+    atomic_write(paths["report.html"], _html(ranking, paths["scores.png"].read_bytes()))
     return paths

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from ..cells import Note, NoteKind
+
 
 def _format(value: float) -> str:
     return f"{value:.4g}"
@@ -24,11 +26,12 @@ def ranking_table(ranking) -> Table:
             continue
         cells = []
         for measure in ranking.measures:
+            note = Note.parse(row.notes[measure]) if measure in row.notes else None
             if measure in row.scores:
-                cells.append(f"{_format(row.scores[measure])} ({ranks[measure][row.checkpoint]})")
+                flag = " [yellow]saturated[/yellow]" if note is not None else ""
+                cells.append(f"{_format(row.scores[measure])} ({ranks[measure][row.checkpoint]}){flag}")
             else:
-                note = row.notes.get(measure, "")
-                cells.append("[dim]n/a[/dim]" if note.startswith("n/a") else "[red]error[/red]")
+                cells.append("[dim]n/a[/dim]" if note.kind is NoteKind.NOT_APPLICABLE else "[red]error[/red]")
         forward = row.seconds.get("forward")
         forward_text = "cached" if row.cached else (f"{forward:.1f}" if forward is not None else "")
         table.add_row(str(position), row.checkpoint, *cells, forward_text)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._validate import check_number, check_seed
 from ..errors import InputError
 from .arrays import load_npz
 from .base import Split, Task
@@ -38,8 +39,8 @@ def load(spec, *, seed: int = 0, test_fraction: float = 0.25, skip_unreadable: b
     if not isinstance(spec, (str, Path)) or not str(spec):
         raise InputError(f"task: got {spec!r}; expected a folder, a .csv or .npz file, or a built-in name "
                          f"({', '.join(BUILTINS)})")
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise InputError(f"test_fraction: got {test_fraction}; expected a number strictly between 0 and 1")
+    test_fraction = check_number(test_fraction, "test_fraction", 0.0, 1.0, open_low=True, open_high=True)
+    seed = check_seed(seed)
     text = str(spec)
     name, _, size = text.removeprefix("builtin:").partition(":")
     if name in BUILTINS and size:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from .items import SampleSource
 from .labels import encode
 from .split import strata_of, stratified_split
 
@@ -24,7 +25,7 @@ class Split:
     """
 
     name: str
-    items: object  # an items.* source
+    items: SampleSource  # see neucrab.tasks.items
     labels: np.ndarray
 
     def __len__(self) -> int:

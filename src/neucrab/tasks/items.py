@@ -8,11 +8,29 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
 from .images import open_rgb
+
+
+@runtime_checkable
+class SampleSource(Protocol):
+    """What every source below offers (and what a new task format's source must offer)."""
+
+    kind: str  # "image", "text" or "features"
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int): ...
+
+    def take(self, indices: np.ndarray) -> SampleSource: ...
+
+    def describe(self, i: int) -> str: ...
+
+    def digest(self) -> bytes: ...
 
 
 def _array_digest(array: np.ndarray) -> bytes:
