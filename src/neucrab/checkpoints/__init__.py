@@ -10,7 +10,8 @@ Spec forms (command line and Python):
 `efficientnet_lite=lite2.pth`               `torch.load(weights_only=True)`; `efficientnet_lite`
 `torchvision:resnet18=r18.pth`              reads the variant off the weights
 `mini_cnn=sup_cnn_stage4.safetensors`       (mini_cnn/resnet/mlp/vit: `neucrab pretrain-mini`)
-`packaged:efficientnet_lite0`               weights an installed package ships (`packaged.py`)
+`packaged:efficientnet_lite0`               weights or a backbone an installed package ships
+                                            (`packaged.py`: ImageNet, OCR, detection, face nets)
 `efficientnet_lite0:random`                 random initialisation, seeded (`ARCH:random:SEED`),
                                             the paper's "From-Scratch" checkpoint
 `timm:convnext_tiny.fb_in1k`                timm model with its hub weights
@@ -79,8 +80,10 @@ def load(spec, *, layer: str | None = None, trust_pickle: bool = False, preproce
     if path.exists():
         return _from_path(path, text, layer=layer, trust_pickle=trust_pickle, preprocess=preprocess, name=name)
     if text.startswith("packaged:"):
-        from .packaged import resolve
+        from .packaged import load_packaged, loads_itself, resolve
 
+        if loads_itself(text):  # a backbone packaged.py builds, with its own default layer and preprocessing
+            return load_packaged(text, layer=layer, preprocess=preprocess, name=name or text)
         return load(resolve(text), layer=layer, trust_pickle=trust_pickle, preprocess=preprocess, name=name or text)
     if text.startswith("hf:"):
         from .hf import load_hf_folder

@@ -89,6 +89,8 @@ def _find_classifier(graph, initializers: set[str]):
     """(feature tensor, logits tensor, probs tensor or None) of the final classifier, or None."""
     producer = {out: node for node in graph.node for out in node.output}
     for output in graph.output:
+        if len(output.type.tensor_type.shape.dim) > 2:  # per-position scores (B, T, C) are not a classifier
+            continue
         tensor, probs = output.name, None
         for _ in range(50):  # walk back from the output
             node = producer.get(tensor)
@@ -214,3 +216,39 @@ def _expose(onnx, model, tensors: list[str]) -> None:
             model.graph.output.append(known[tensor])
         else:
             model.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+
+
+def prune_to(onnx, model, tensors) -> None:
+    """Cut the in-memory ONNX `model` so that its outputs are `tensors` (a name or a list of names), keeping
+    only the nodes and initializers that compute them. Left whole (the tensors added as outputs) when a node
+    carries a subgraph (If, Loop, Scan), whose outer-scope inputs this walk does not follow."""
+    graph = model.graph
+    tensors = [tensors] if isinstance(tensors, str) else list(tensors)
+    outputs = [onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors]
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node
+           for a in n.attribute):
+        present = {o.name for o in graph.output}
+        graph.output.extend(o for o in outputs if o.name not in present)
+        return
+    producer = {out: index for index, node in enumerate(graph.node) for out in node.output}
+    needed, stack, kept = set(), list(tensors), set()
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        index = producer.get(name)
+        if index is not None and index not in kept:
+            kept.add(index)
+            stack.extend(i for i in graph.node[index].input if i)
+    nodes = [node for index, node in enumerate(graph.node) if index in kept]
+    dropped = {t.name for t in graph.initializer if t.name not in needed}
+    weights = [t for t in graph.initializer if t.name in needed]
+    inputs = [i for i in graph.input if i.name not in dropped]  # older models list initializers as inputs
+    values = [v for v in graph.value_info if v.name in needed]
+    del graph.node[:], graph.initializer[:], graph.input[:], graph.value_info[:], graph.output[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(weights)
+    graph.input.extend(inputs)
+    graph.value_info.extend(values)
+    graph.output.extend(outputs)

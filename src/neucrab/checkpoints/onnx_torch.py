@@ -41,6 +41,7 @@ from torch.nn.modules.utils import _pair
 from ..errors import InputError
 from ._common import fingerprint, sha256_file
 from .features import FeatureModule, pool
+from .onnx_model import prune_to
 from .torch_module import TorchCheckpoint
 
 CONVERSION_VERSION = 1  # bump when the conversion changes what the network computes: cached runs become stale
@@ -179,6 +180,9 @@ def _convert(checkpoint) -> _Converted:
     except OSError as error:
         raise InputError(f"{path}: cannot read the ONNX file again to convert it: {error}") from None
     _constants_to_initializers(onnx, model)
+    # Only what computes the features and logits: onnx2torch then never meets the ops after them (RapidOCR's
+    # recogniser neck has a BatchNorm it cannot convert), and the converted network does no unused work.
+    prune_to(onnx, model, [t for t in (checkpoint.feature_tensor, checkpoint.logits_tensor) if t])
     try:
         root = convert(model, attach_onnx_mapping=True)
     except Exception as error:  # an op or attribute onnx2torch has no converter for
