@@ -285,7 +285,8 @@ def test_rank_csv_and_json_are_read_by_evaluate(features_file, tmp_path, capsys)
     np.savez(third, **{k: np.random.default_rng(1).normal(size=v.shape).astype(np.float32) for k, v in arrays.items()})
     specs = [spec, str(second), str(third)]
     truth = tmp_path / "truth.csv"
-    truth.write_text("task,checkpoint,accuracy\n" + "".join(f"digits:100,{s},{a}\n" for s, a in zip(specs, (0.9, .8, .1))))
+    rows = "".join(f"digits:100,{spec},{accuracy}\n" for spec, accuracy in zip(specs, (0.9, 0.8, 0.1)))
+    truth.write_text("task,checkpoint,accuracy\n" + rows)
     judged = {}
     for kind in ("csv", "json"):
         assert main(["rank", *specs, "--task", TASK, "--measure", "knn", "--measure", "logme", "--cache-dir",
