@@ -6,14 +6,16 @@ A suite is a JSON (or, on Python 3.11+, TOML) document:
      "groups": {"group1": {"checkpoints": [{"name": "a", "spec": "models/a.pt"}, {"spec": "timm:resnet50.tv_in1k"}]}},
      "tasks": ["data/flowers", "digits:100"],
      "measures": ["knn", "logme"],
-     "sweep": {"lrs": [0.01, 0.1], "steps": [500, 1000], "batch_size": 64, "image_size": 224, "seed": 0},
+     "sweep": {"lrs": [0.01, 0.1], "steps": [500, 1000], "batch_size": 64, "image_size": 224, "seed": 0,
+               "seeds": 3},
      "notes": "free text"}
 
 Checkpoint and task specs are those of `neucrab rank`. Relative paths resolve against the suite file's folder.
 Hub names (`timm:NAME`, `hf:ORG/NAME`, `torchvision:...`, `ARCH:random`, `packaged:NAME`) and built-in tasks (`digits`,
 `mnist5k`, `NAME:SIZE`, `builtin:NAME`) are not files. `ARCH=WEIGHTS` checks (and resolves) the weights path.
 A checkpoint's name defaults to its spec as written. `sweep` keys default to the paper's grid
-(`neucrab.groundtruth`), batch 512 and the checkpoint's own image size.
+(`neucrab.groundtruth`), batch 512 and the checkpoint's own image size; `seeds` (default 1) reruns each
+checkpoint's best configuration with that many seeds in all, and the ground truth is their mean.
 
 Every problem raises one `InputError` line naming the suite file, the field path (e.g.
 `groups.group1.checkpoints[2].spec`) and what was expected.
@@ -31,7 +33,7 @@ from ..errors import InputError
 
 HUB_PREFIXES = ("timm:", "hf:", "torchvision:", "packaged:")
 _RANDOM = re.compile(r".+:random(:\d+)?")
-SWEEP_KEYS = ("lrs", "steps", "batch_size", "image_size", "seed")
+SWEEP_KEYS = ("lrs", "steps", "batch_size", "image_size", "seed", "seeds")
 
 
 @dataclass
@@ -54,6 +56,7 @@ class Suite:
     batch_size: int
     image_size: int | None
     seed: int = 0
+    seeds: int = 1
     notes: str = ""
     raw: dict = field(default_factory=dict)
 
@@ -65,9 +68,10 @@ def is_hub_checkpoint(spec: str) -> bool:
 
 def is_builtin_task(spec: str) -> bool:
     from ..tasks import BUILTINS
+    from ..tasks.builtin import is_size_spec
 
     name, _, size = spec.removeprefix("builtin:").partition(":")
-    return name in BUILTINS and (not size or size.isdigit())
+    return name in BUILTINS and (not size or is_size_spec(size))
 
 
 def _read(path: Path) -> dict:
@@ -239,8 +243,9 @@ def parse_suite(document: dict, path, *, check_files: bool = True) -> Suite:
     batch_size = _scalar(path, "sweep.batch_size", sweep.get("batch_size", gt.PAPER_BATCH_SIZE), check_count)
     image_size = _scalar(path, "sweep.image_size", sweep.get("image_size"), check_count, optional=True)
     seed = _scalar(path, "sweep.seed", sweep.get("seed", 0), check_seed)
+    seeds = _scalar(path, "sweep.seeds", sweep.get("seeds", 1), check_count)
     return Suite(name=name, path=path, groups=groups, tasks=tasks, measures=measures, lrs=lrs, steps=steps,
-                 batch_size=batch_size, image_size=image_size, seed=seed, notes=notes, raw=document)
+                 batch_size=batch_size, image_size=image_size, seed=seed, seeds=seeds, notes=notes, raw=document)
 
 
 def shipped_names() -> list[str]:

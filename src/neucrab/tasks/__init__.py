@@ -44,9 +44,7 @@ def load(spec, *, seed: int = 0, test_fraction: float = 0.25, skip_unreadable: b
     text = str(spec)
     name, _, size = text.removeprefix("builtin:").partition(":")
     if name in BUILTINS and size:
-        if not size.isdigit():
-            raise InputError(f"task {text!r}: expected {name}:SIZE with SIZE a number of images")
-        return load_builtin(name, seed=seed, test_fraction=test_fraction, size=int(size))
+        return load_builtin(name, seed=seed, test_fraction=test_fraction, size=size)  # it checks SIZE / Kshot
     if text.startswith("builtin:"):
         name = text.removeprefix("builtin:")
         if name not in BUILTINS:
