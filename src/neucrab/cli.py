@@ -152,7 +152,8 @@ def _groundtruth(args: argparse.Namespace) -> int:
         results, errors = gt.groundtruth_pool(args.checkpoints, args.task, names=args.checkpoints, executor=executor,
                                               progress=not args.no_progress, cache_dir=args.cache_dir, lrs=lrs,
                                               steps=steps, batch_size=args.batch_size, image_size=args.image_size,
-                                              seed=args.seed, device=args.device, trust_pickle=args.trust_pickle,
+                                              seed=args.seed, seeds=args.seeds, device=args.device,
+                                              trust_pickle=args.trust_pickle,
                                               layer=args.layer)
     Console().print(gt.table(task.name, results, errors))
     if out is not None:
@@ -288,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     truth.add_argument("--steps", type=int, action="append", metavar="N",
                        help="a step count (repeatable); default the paper's 2500 ... 40000")
     truth.add_argument("--seed", type=int, default=0, help="data order and dropout seed")
+    truth.add_argument("--seeds", type=int, default=1, metavar="K", help="rerun the best configuration with K "
+                       "seeds in all (seed, seed+1, ...); the ground truth is their mean (default 1)")
     truth.add_argument("--out", metavar="FILE", help="write task,checkpoint,accuracy rows (.csv) or all runs (.json)")
     _add_common(truth, "batch-size", "image-size", "device", "layer", "cache-dir", "trust-pickle", "no-progress",
                 "executor", defaults={"batch_size": 512})

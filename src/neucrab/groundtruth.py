@@ -32,6 +32,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -81,9 +82,52 @@ class GroundTruth:
     batch_size: int = PAPER_BATCH_SIZE
     image_size: int | None = None
     seed: int = 0
+    # Repeats at the chosen configuration (see `groundtruth`'s `seeds`): one entry per seed, the first the
+    # sweep's own seed; None where that seed's run diverged.
+    seeds: list[int] = field(default_factory=list)
+    seed_accuracies: list[float | None] = field(default_factory=list)
+    curve: dict[int, list[float | None]] = field(default_factory=dict)  # steps -> per-seed accuracy at best_lr
+
+    @property
+    def accuracy(self) -> float | None:
+        """The ground truth: the mean over seeds at the chosen configuration (the sweep's best with one seed)."""
+        finished = [value for value in self.seed_accuracies if value is not None]
+        if not self.seed_accuracies:
+            return self.best_accuracy
+        return float(sum(finished) / len(finished)) if finished else None
+
+    @property
+    def accuracy_std(self) -> float | None:
+        """Sample standard deviation over seeds (None with fewer than two finished seeds)."""
+        return _std([value for value in self.seed_accuracies if value is not None])
+
+    @property
+    def convergence(self) -> dict | None:
+        """Whether the longest run had converged: the rise of the seed-mean accuracy at best_lr from the second
+        largest step count to the largest, against the seed spread there. None without two step counts or
+        two seeds. converged: the rise is at most the larger of that spread and one test sample."""
+        counts = sorted(self.curve)
+        if len(counts) < 2 or len(self.seeds) < 2:
+            return None
+        last, before = ([value for value in self.curve[count] if value is not None] for count in counts[-2:][::-1])
+        if not last or not before:
+            return None
+        rise = sum(last) / len(last) - sum(before) / len(before)
+        noise = max(_std(last) or 0.0, self.test_step)
+        return {"steps": counts[-2:], "rise": rise, "noise": noise, "converged": rise <= noise}
+
+    test_step: float = 0.0  # one test sample's share of the accuracy (1 / test size)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "accuracy": self.accuracy, "accuracy_std": self.accuracy_std,
+                "convergence": self.convergence}
+
+
+def _std(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
 
 
 # ------------------------------------------------------------------------------------------------- cache
@@ -187,8 +231,8 @@ def best_run(runs: list[Run]) -> Run | None:
 
 
 def groundtruth(checkpoint_spec, task, *, lrs=PAPER_LRS, steps=PAPER_STEPS, batch_size: int = PAPER_BATCH_SIZE,
-                image_size: int | None = None, seed: int = 0, cache_dir=None, use_cache: bool = True, device=None,
-                progress: bool = False, trust_pickle: bool = False, layer: str | None = None,
+                image_size: int | None = None, seed: int = 0, seeds: int = 1, cache_dir=None, use_cache: bool = True,
+                device=None, progress: bool = False, trust_pickle: bool = False, layer: str | None = None,
                 name: str | None = None) -> GroundTruth:
     """Fine-tune `checkpoint_spec` (a spec, an nn.Module or a loaded checkpoint) on `task` (a spec or Task) over
     the grid lrs x steps and return the best test accuracy (see the module docstring).
@@ -196,13 +240,17 @@ def groundtruth(checkpoint_spec, task, *, lrs=PAPER_LRS, steps=PAPER_STEPS, batc
     batch_size: 512 as the paper (capped at the training split's size). image_size: input size instead of
     the checkpoint's own (CPU-sized sweeps). cache_dir / use_cache: the run cache. device: default "cuda"
     when available. progress: one bar over the steps to train. name: display name (default: the spec).
+    seeds: how many seeds the chosen configuration is run with: the grid is swept at `seed`, then the best
+    learning rate is rerun at seed + 1, ..., seed + seeds - 1 (to the largest step count, evaluated at every
+    step count, so that convergence can be judged); the ground truth is the mean over seeds at the best step
+    count (`GroundTruth.accuracy`), with their spread.
     """
     from . import checkpoints
     from .progress import progress_bar
     from .tasks import load as load_task
 
     lrs, steps = check_grid(lrs, steps)
-    seed = check_seed(seed)
+    seed, seeds = check_seed(seed), check_count(seeds, "seeds")
     task = load_task(task)
     if isinstance(checkpoint_spec, checkpoints.Checkpoint):
         checkpoint = checkpoint_spec
@@ -223,10 +271,33 @@ def groundtruth(checkpoint_spec, task, *, lrs=PAPER_LRS, steps=PAPER_STEPS, batc
                                  advance=lambda lr=lr: advance(f"lr {lr:g}")).values())
     runs.sort(key=lambda run: (run.lr, run.steps))
     best = best_run(runs)
-    return GroundTruth(checkpoint=label, task=task.name, best_accuracy=best.accuracy if best else None,
-                       best_lr=best.lr if best else None, best_steps=best.steps if best else None,
-                       runs=[run.to_dict() for run in runs], batch_size=batch, image_size=tuner.image_size,
-                       seed=seed)
+    result = GroundTruth(checkpoint=label, task=task.name, best_accuracy=best.accuracy if best else None,
+                         best_lr=best.lr if best else None, best_steps=best.steps if best else None,
+                         runs=[run.to_dict() for run in runs], batch_size=batch, image_size=tuner.image_size,
+                         seed=seed, test_step=1.0 / len(task.test))
+    if seeds > 1 and best is not None:
+        _repeat_best(result, tuner, store, runs, steps, seeds, label, progress)
+    return result
+
+
+def _repeat_best(result: GroundTruth, tuner: Finetuner, store, runs: list[Run], steps, seeds: int, label: str,
+                 progress: bool) -> None:
+    """Rerun the best learning rate at the further seeds (cached like every run) and fill the seed fields."""
+    from .progress import progress_bar
+
+    lr, batch = result.best_lr, result.batch_size
+    extra = [result.seed + offset for offset in range(1, seeds)]
+    by_seed = {result.seed: {run.steps: run for run in runs if run.lr == lr}}
+    to_train = sum(max((c for c in steps if c not in cached_runs(tuner, store, lr=lr, steps=steps,
+                                                                 batch_size=batch, seed=s)), default=0)
+                   for s in extra)
+    with progress_bar(to_train, f"seeds of {label} on {tuner.task.name}", enabled=progress) as advance:
+        for other in extra:
+            by_seed[other] = sweep_lr(tuner, store, lr=lr, steps=steps, batch_size=batch, seed=other,
+                                      advance=lambda other=other: advance(f"seed {other}"))
+    result.seeds = [result.seed, *extra]
+    result.seed_accuracies = [by_seed[s][result.best_steps].accuracy for s in result.seeds]
+    result.curve = {count: [by_seed[s][count].accuracy for s in result.seeds] for count in sorted(steps)}
 
 
 def groundtruth_pool(checkpoint_specs, task, *, names=None, executor=None, progress: bool = False,
@@ -259,21 +330,25 @@ def to_csv(task: str, results: dict[str, GroundTruth]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["task", "checkpoint", "accuracy"])
     for checkpoint, result in results.items():
-        if result.best_accuracy is not None:
-            writer.writerow([task, checkpoint, repr(float(result.best_accuracy))])
+        if result.accuracy is not None:
+            writer.writerow([task, checkpoint, repr(float(result.accuracy))])
     return buffer.getvalue()
 
 
 def to_json(task: str, results: dict[str, GroundTruth], errors: dict[str, str]) -> str:
-    """{"task", "accuracies": {checkpoint: best accuracy}, "runs": {checkpoint: [runs]}, "best": {checkpoint:
-    {lr, steps}}, "errors": {checkpoint: message}}."""
+    """{"task", "accuracies": {checkpoint: ground truth}, "runs": {checkpoint: [runs]}, "best": {checkpoint:
+    {lr, steps}}, "seeds": {checkpoint: {seeds, accuracies, std, curve, convergence}} (repeats at the best
+    configuration; empty lists with one seed), "errors": {checkpoint: message}}."""
     document = {
         "task": task,
-        "accuracies": {name: r.best_accuracy for name, r in results.items() if r.best_accuracy is not None},
+        "accuracies": {name: r.accuracy for name, r in results.items() if r.accuracy is not None},
         "runs": {name: r.runs for name, r in results.items()},
         "best": {name: {"lr": r.best_lr, "steps": r.best_steps} for name, r in results.items()},
         "settings": {name: {"batch_size": r.batch_size, "image_size": r.image_size, "seed": r.seed}
                      for name, r in results.items()},
+        "seeds": {name: {"seeds": r.seeds, "accuracies": r.seed_accuracies, "std": r.accuracy_std,
+                         "curve": {str(count): values for count, values in r.curve.items()},
+                         "convergence": r.convergence} for name, r in results.items()},
         "errors": dict(errors),
     }
     return json.dumps(document, indent=2)
@@ -310,7 +385,15 @@ def table(task: str, results: dict[str, GroundTruth], errors: dict[str, str]):
         if result.best_accuracy is None:
             view.add_row(escape(name), "-", "-", "-", f"{len(runs)}", "every run diverged")
             continue
-        view.add_row(escape(name), f"{result.best_accuracy:.4f}", f"{result.best_lr:g}", str(result.best_steps),
+        accuracy = f"{result.best_accuracy:.4f}"
+        if result.seeds:
+            spread = result.accuracy_std
+            accuracy = f"{result.accuracy:.4f} ± {spread:.4f} ({len(result.seeds)} seeds)" if spread is not None \
+                else f"{result.accuracy:.4f} ({len(result.seeds)} seeds)"
+            convergence = result.convergence
+            if convergence and not convergence["converged"]:
+                note = (note + "; " if note else "") + f"still rising {100 * convergence['rise']:+.1f} points"
+        view.add_row(escape(name), accuracy, f"{result.best_lr:g}", str(result.best_steps),
                      f"{len(runs)} ({cached} cached)", note)
     for name, error in errors.items():
         view.add_row(escape(name), "-", "-", "-", "-", escape(f"error: {error}"))

@@ -30,6 +30,7 @@ from ..checkpoints.base import Trainable
 from ..errors import InputError
 from ..report.plot import save_figure
 from .evaluate_files import HEADERS, METRICS, Scores, evaluate_scores
+from .statistics import bootstrap_interval, noise_ceiling, sign_test
 from .suite import Suite
 
 ALL = "all groups"
@@ -103,9 +104,9 @@ def run_task(suite: Suite, group: str, task, *, cache_dir=None, device=None, pro
     truths, errors = gt.groundtruth_pool(specs, task, names=names, executor=executor, progress=progress,
                                          cache_dir=cache_dir, lrs=suite.lrs, steps=suite.steps,
                                          batch_size=suite.batch_size, image_size=suite.image_size, seed=suite.seed,
-                                         device=device, trust_pickle=trust_pickle)
+                                         seeds=suite.seeds, device=device, trust_pickle=trust_pickle)
     scores = {m: {row.checkpoint: row.scores[m] for row in ranking.rows if m in row.scores} for m in suite.measures}
-    accuracies = {name: r.best_accuracy for name, r in truths.items() if r.best_accuracy is not None}
+    accuracies = {name: r.accuracy for name, r in truths.items() if r.accuracy is not None}
     flops, forward, seconds, forward_seconds = {m: [] for m in suite.measures}, [], {}, []
     for row, entry in zip(sorted(ranking.rows, key=lambda r: names.index(r.checkpoint)), entries):
         if row.error:
@@ -125,6 +126,9 @@ def run_task(suite: Suite, group: str, task, *, cache_dir=None, device=None, pro
     return {
         "ranking": ranking, "groundtruth": truths, "groundtruth_errors": errors,
         "scores": scores, "accuracies": accuracies,
+        "seed_accuracies": {name: r.seed_accuracies for name, r in truths.items() if r.seed_accuracies},
+        "accuracy_std": {name: r.accuracy_std for name, r in truths.items()},
+        "convergence": {name: r.convergence for name, r in truths.items()},
         "gflops": {m: (None if _sum(v) is None else _sum(v) / 1e9) for m, v in flops.items()},
         "forward_gflops": None if _sum(forward) is None else _sum(forward) / 1e9,
         "seconds": seconds, "forward_seconds": float(sum(forward_seconds)),
@@ -142,10 +146,25 @@ def _judge(measures, results: dict[str, dict]) -> dict:
         row = dict(report.mean.get(measure, {}))
         row["gflops"] = _mean(r["gflops"][measure] for r in results.values())
         row["seconds"] = _mean(r["seconds"][measure] for r in results.values())
+        per_task = [report.tasks[t][measure] for t in report.tasks if measure in report.tasks[t]]
+        row["interval"] = {metric: bootstrap_interval([values[metric] for values in per_task]) for metric in METRICS}
         mean[measure] = row
-    return {"tasks": report.tasks, "mean": mean, "left_out": report.left_out,
+    ceilings = {label: noise_ceiling(r.get("seed_accuracies", {})) for label, r in results.items()}
+    judged = [c for c in ceilings.values() if c is not None]
+    ceiling = {metric: _mean(c[metric] for c in judged) for metric in ("kendall", "weighted_tau")} if judged else None
+    return {"tasks": report.tasks, "mean": mean, "left_out": report.left_out, "ceilings": ceilings,
+            "ceiling": ceiling, "pairwise": _pairwise(measures, report.tasks),
             "forward_gflops": _mean(r["forward_gflops"] for r in results.values()),
             "forward_seconds": _mean(r["forward_seconds"] for r in results.values()), "n_tasks": len(results)}
+
+
+PAIRWISE_METRIC = "weighted_tau"
+
+
+def _pairwise(measures, tasks: dict) -> dict:
+    """measure A -> measure B -> sign test of A against B on the per-task weighted tau."""
+    values = {m: {t: tasks[t][m][PAIRWISE_METRIC] for t in tasks if m in tasks[t]} for m in measures}
+    return {a: {b: sign_test(values[a], values[b]) for b in measures if b != a} for a in measures}
 
 
 def _number(value, scale=1.0, digits=2) -> str:
@@ -153,9 +172,49 @@ def _number(value, scale=1.0, digits=2) -> str:
 
 
 def _caption(section: dict) -> str:
-    return (f"Averaged over {section['n_tasks']} task(s). GFLOPs and seconds exclude the shared forward pass, which "
+    text = (f"Averaged over {section['n_tasks']} task(s). GFLOPs and seconds exclude the shared forward pass, which "
             f"costs {_number(section['forward_gflops'], digits=3)} GFLOPs and "
             f"{_number(section['forward_seconds'], digits=2)} s per task (0 s when the features came from the cache).")
+    ceiling = section.get("ceiling")
+    if ceiling:
+        text += (f" Noise ceiling (the ground truth of half the seeds against the other half's): Kendall "
+                 f"{_number(ceiling['kendall'], 100, 1)}, weighted Kendall {_number(ceiling['weighted_tau'], 100, 1)}.")
+    return text
+
+
+def _interval(row: dict, metric: str) -> str:
+    interval = row.get("interval", {}).get(metric)
+    value = _number(row.get(metric), 100, 1)
+    return value if interval is None else f"{value} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+LEADERS = 6  # measures in the pairwise table
+
+
+def _uncertainty_lines(document: dict, section: dict) -> list[str]:
+    """Intervals for the correlation metrics, and the pairwise sign tests among the leading measures."""
+    measures = [m for m in document["measures"] if section["mean"][m].get("tasks")]
+    if not measures or not section.get("pairwise"):
+        return []
+    lines = ["95% bootstrap intervals over tasks (percent):", "",
+             "| method | Kendall | w. Kendall | Rel@1 | Recall@1 |", "|---|---:|---:|---:|---:|"]
+    for measure in measures:
+        row = section["mean"][measure]
+        cells = [_interval(row, metric) for metric in ("kendall", "weighted_tau", "rel@1", "recall@1")]
+        lines.append(f"| {measure} [95%] | " + " | ".join(cells) + " |")
+    leaders = sorted(measures, key=lambda m: -(section["mean"][m].get(PAIRWISE_METRIC) or -1))[:LEADERS]
+    lines += ["", "Pairwise, weighted Kendall per task: row beats column on k of n tasks (two-sided sign-test p):", "",
+              "| | " + " | ".join(leaders) + " |", "|---|" + "---:|" * len(leaders)]
+    for a in leaders:
+        cells = []
+        for b in leaders:
+            if a == b:
+                cells.append("")
+                continue
+            test = section["pairwise"][a][b]
+            cells.append(f"{test['wins']}/{test['tasks']} (p {test['p']:.2f})")
+        lines.append(f"| {a} vs | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def to_markdown(document: dict) -> str:
@@ -170,6 +229,7 @@ def to_markdown(document: dict) -> str:
             cells += [_number(row["gflops"], digits=4), _number(row["seconds"], digits=3)]
             lines.append(f"| {measure} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += _uncertainty_lines(document, section)
     return "\n".join(lines)
 
 
@@ -268,11 +328,13 @@ def run_bench(suite: Suite, out, *, cache_dir=None, device=None, progress=True, 
     if len(per_group) > 1:
         sections[ALL] = _judge(suite.measures, combined)
     document = {
-        "suite": suite.name, "suite_file": str(suite.path), "measures": list(suite.measures),
+        "suite": suite.name, "suite_file": suite.path.name, "measures": list(suite.measures),
         "sweep": {"lrs": list(suite.lrs), "steps": list(suite.steps), "batch_size": suite.batch_size,
-                  "image_size": suite.image_size, "seed": suite.seed},
+                  "image_size": suite.image_size, "seed": suite.seed, "seeds": suite.seeds},
         "sections": sections,
         "groups": {group: {label: {"scores": r["scores"], "accuracies": r["accuracies"],
+                                   "seed_accuracies": r["seed_accuracies"], "accuracy_std": r["accuracy_std"],
+                                   "convergence": r["convergence"],
                                    "groundtruth_errors": r["groundtruth_errors"], "gflops": r["gflops"],
                                    "seconds": r["seconds"], "forward_gflops": r["forward_gflops"],
                                    "forward_seconds": r["forward_seconds"],
@@ -287,13 +349,13 @@ def run_bench(suite: Suite, out, *, cache_dir=None, device=None, progress=True, 
             for kind, text in (("rankings", r["ranking"].to_json()),
                                ("groundtruth", gt.to_json(label, r["groundtruth"], r["groundtruth_errors"]))):
                 atomic_write(out / kind / _slug(group) / f"{_slug(label)}.json", text)
-        files[f"figure1_{group}"] = str(plot_figure1(out / f"figure1_{_slug(group)}.png", group, results))
-        files[f"scatter_{group}"] = str(plot_scatter(out / f"scatter_{_slug(group)}.png", group, suite.measures,
-                                                     results))
+        figure, scatter = f"figure1_{_slug(group)}.png", f"scatter_{_slug(group)}.png"
+        plot_figure1(out / figure, group, results)
+        plot_scatter(out / scatter, group, suite.measures, results)
+        files.update({f"figure1_{group}": figure, f"scatter_{group}": scatter})  # relative to the output folder
     atomic_write(out / "table.md", to_markdown(document))
     atomic_write(out / "table.csv", to_csv(document))
-    files.update(table_md=str(out / "table.md"), table_csv=str(out / "table.csv"),
-                 results_json=str(out / "results.json"))
+    files.update(table_md="table.md", table_csv="table.csv", results_json="results.json")
     atomic_write(out / "results.json", json.dumps(document, indent=2))
     return document
 
