@@ -56,3 +56,15 @@ def test_noise_ceiling_equals_the_taus_of_its_splits_by_hand():
         y = [np.mean([seeds[n][s] for s in second]) for n in "abc"]
         taus.append(stats.kendalltau(x, y).statistic)
     assert noise_ceiling(seeds)["kendall"] == pytest.approx(np.mean(taus))
+
+
+def test_the_tables_name_the_pairs_still_rising_at_the_longest_run():
+    from neucrab.bench.run import _convergence_lines
+
+    document = {"sweep": {"steps": [60, 180]}, "groups": {"g": {"t": {"convergence": {
+        "a": {"steps": [60, 180], "rise": 0.05, "noise": 0.01, "converged": False},
+        "b": {"steps": [60, 180], "rise": 0.0, "noise": 0.01, "converged": True},
+        "c": None}}}}}
+    line = _convergence_lines(document)[0]
+    assert line.startswith("Convergence: 1 of 2 checkpoint-task pairs were still rising from 60 to 180 steps")
+    assert "a on t (+5.0 points, noise 1.0)" in line and "b on t" not in line

@@ -217,8 +217,29 @@ def _uncertainty_lines(document: dict, section: dict) -> list[str]:
     return lines + [""]
 
 
+def _convergence_lines(document: dict) -> list[str]:
+    """Which checkpoint-task pairs were still improving at the longest run, by more than the seed noise."""
+    rising, judged = [], 0
+    for tasks in document["groups"].values():  # a checkpoint in several groups counts once per group
+        for task, result in tasks.items():
+            for name, check in (result.get("convergence") or {}).items():
+                if check is None:
+                    continue
+                judged += 1
+                if not check["converged"]:
+                    rising.append(f"{name} on {task} (+{100 * check['rise']:.1f} points, noise "
+                                  f"{100 * check['noise']:.1f})")
+    if not judged:
+        return []
+    steps = document["sweep"]["steps"]
+    head = (f"Convergence: {len(rising)} of {judged} checkpoint-task pairs were still rising from {steps[-2]} to "
+            f"{steps[-1]} steps by more than the seed noise" if len(steps) > 1 else "")
+    return [head + (": " + "; ".join(sorted(set(rising))) + "." if rising else "."), ""]
+
+
 def to_markdown(document: dict) -> str:
     lines = [f"# neucrab bench: {document['suite']}", ""]
+    lines += _convergence_lines(document)
     headers = (*HEADERS, "GFLOPs", "seconds")
     for title, section in document["sections"].items():
         lines += [f"## {title} (metrics in percent)", "", _caption(section), "",
