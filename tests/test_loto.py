@@ -1,0 +1,42 @@
+"""Leave-one-task-out recipe scoring on a synthetic bench document whose answers are known."""
+
+import numpy as np
+import pytest
+
+from neucrab.bench.loto import combined, leave_one_task_out, to_markdown
+
+
+def document(seed=0):
+    rng = np.random.default_rng(seed)
+    groups = {}
+    for group in ("g1", "g2"):
+        groups[group] = {}
+        for task in ("t1", "t2", "t3", "t4"):
+            names = [f"c{i}" for i in range(6)]
+            accuracy = dict(zip(names, rng.uniform(0.5, 0.9, 6)))
+            scores = {"knn": {n: 2 * a + 1 for n, a in accuracy.items()},  # the ground truth's own order
+                      "logme": {n: -a for n, a in accuracy.items()},  # exactly backwards
+                      "gbc": {n: float(rng.normal()) for n in names},  # noise
+                      "sfda": {n: 1.0 for n in names}}  # saturated: the same for everyone
+            groups[group][task] = {"scores": scores, "accuracies": accuracy}
+    return {"measures": ["knn", "logme", "gbc", "sfda"], "groups": groups}
+
+
+def test_the_recipes_find_the_measure_that_orders_like_the_ground_truth():
+    report = leave_one_task_out(document())
+    recipes = report["recipes"]
+    assert recipes["single: knn"]["weighted_tau"]["mean"] == pytest.approx(1.0)
+    assert recipes["single: logme"]["weighted_tau"]["mean"] == pytest.approx(-1.0)
+    assert recipes["single: sfda"]["weighted_tau"]["mean"] == 0.0  # a constant score ranks nothing
+    best = recipes["best single (chosen on the other tasks)"]
+    assert set(best["chosen"].values()) == {"knn"} and best["weighted_tau"]["mean"] == pytest.approx(1.0)
+    assert all(choice == ["knn"] for choice in recipes["rank mean (measures chosen on the other tasks)"]
+               ["chosen"].values())  # adding a worse measure never raised the training mean
+    assert "| single: knn | 100.0" in to_markdown(report)
+
+
+def test_a_constant_measure_is_left_out_of_a_combination():
+    pool = document()["groups"]["g1"]["t1"]
+    with_constant = combined(pool, ["knn", "sfda"], "rank")
+    alone = combined(pool, ["knn"], "rank")
+    assert with_constant == pytest.approx(alone)
