@@ -153,13 +153,17 @@ def test_shipped_mini_suites_load_by_name_and_quick_picks_the_quick_variant():
     full = load_suite("mini")
     quick = load_suite("mini", quick=True)
     assert full.path == shipped_suite("mini") and quick.path == shipped_suite("mini-quick")
-    assert set(full.groups) == {"group1", "group2", "group3"} and full.tasks == ["digits:600", "textures", "lfw_faces"]
+    assert set(full.groups) == {"group1", "group2", "group3"}
+    # v2: at least 6 tasks (none MNIST, the pre-training source), 3 learning rates x 2 step counts, 3 seeds.
+    assert len(full.tasks) >= 6 and not any(task.startswith("mnist") for task in full.tasks)
+    assert len(full.lrs) >= 3 and len(full.steps) >= 2 and full.seeds >= 3
     assert (full.image_size, full.batch_size) == (32, 32) and quick.image_size == 32
-    # Group II is one run at four stages, Group III four architectures; every file a spec names is shipped.
-    stages = [entry.spec for entry in full.groups["group2"]]
-    assert [spec.rsplit("/", 1)[1] for spec in stages] == [f"sup_cnn_stage{i}.safetensors" for i in (1, 2, 3, 4)]
+    # Group II: two sources at four stages each; Group III: five architectures; every file a spec names is shipped.
+    stages = [entry.spec.rsplit("/", 1)[1] for entry in full.groups["group2"]]
+    assert stages == [f"sup_cnn_stage{i}.safetensors" for i in (1, 2, 3, 4)] + \
+        [f"sup_patches_cnn_stage{i}.safetensors" for i in (1, 2, 3, 4)]
     assert {entry.spec.split("=")[0] for entry in full.groups["group3"]} == {"mini_cnn", "mini_resnet", "mini_mlp",
-                                                                             "mini_vit"}
+                                                                             "mini_vit", "mini_mobilenet"}
     quick_specs = {entry.spec for entries in quick.groups.values() for entry in entries}
     assert quick_specs <= {entry.spec for entries in full.groups.values() for entry in entries}
     with pytest.raises(InputError, match="quick variant"):

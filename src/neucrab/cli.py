@@ -78,6 +78,7 @@ def _measure_details(info) -> str:
 
 def _rank(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from .ranking import rank
     from .report import ranking_table, write_outputs
@@ -105,6 +106,13 @@ def _rank(args: argparse.Namespace) -> int:
         console = Console()
         if not console.is_terminal:
             console = Console(width=200)  # a log or a pipe: do not squeeze the table into 80 columns
+        recommendation = ranking.recommendation()
+        if recommendation and recommendation["checkpoint"]:  # the answer first, then the evidence
+            recipe = " and ".join(recommendation["recipe"]["measures"])
+            console.print(f"[bold]recommended: {escape(recommendation['checkpoint'])}[/bold] (mean pool rank by "
+                          f"{recipe}; neucrab.recommend)")
+            for measure, reason in recommendation["left_out"].items():
+                console.print(f"  left out of the combination: {measure}: {reason}")
         console.print(ranking_table(ranking))
     if args.out:
         paths = write_outputs(ranking, args.out)
@@ -263,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="FILE (.onnx, TorchScript, .npz), ARCH=WEIGHTS, timm:NAME, hf:NAME or a model DIR")
     _add_common(ranking, "task", defaults={"task_required": False})
     ranking.add_argument("--measure", action="append", metavar="NAME",
-                         help="a measure (repeatable) or 'all'; default: nleep and the fast measures")
+                         help="a measure (repeatable), 'recommended' (neucrab's combined score) or 'all'; "
+                              "default: recommended, then nleep and the fast measures")
     ranking.add_argument("--format", choices=("table", "json", "csv"), default="table",
                          help="json and csv are what `neucrab evaluate --scores` reads")
     ranking.add_argument("--out", metavar="DIR", help="also write ranking.json, ranking.csv, scores.png, report.html")

@@ -13,7 +13,7 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from .cells import CSV_FIELDS, Note, NoteKind, Row
 from .errors import InputError
 from .scoring import apply_measures, checkpoint_label, resolve_measures, score_checkpoint
 
-DEFAULT_MEASURES = tuple(resolve_measures())  # N-LEEP first (the paper's measure), then fast feature measures
+DEFAULT_MEASURES = tuple(resolve_measures())  # the recommended score first (neucrab.recommend), then the measures
 
 @dataclass
 class Ranking:
@@ -30,6 +30,18 @@ class Ranking:
     task: str
     measures: list[str]
     rows: list[Row]
+    left_out: dict[str, str] = field(default_factory=dict)  # recipe measures not combined here, with why
+
+    def recommendation(self) -> dict | None:
+        """The recommended checkpoint (best by the combined score), the recipe and what it left out; None when
+        the ranking has no combined score."""
+        from .recommend import RECIPE, RECOMMENDED
+
+        if RECOMMENDED not in self.measures:
+            return None
+        scored = [row for row in self.rows if RECOMMENDED in row.scores]
+        return {"checkpoint": scored[0].checkpoint if scored else None, "recipe": {
+            "measures": list(RECIPE.measures), "how": RECIPE.how}, "left_out": dict(self.left_out)}
 
     def ranks(self) -> dict[str, dict[str, int]]:
         """measure -> checkpoint -> rank (1 = best) among the checkpoints that have that score."""
@@ -63,6 +75,7 @@ class Ranking:
             "rows": [row.to_dict() for row in self.rows],
             "ranks": self.ranks(),
             "agreement_with_first_measure": self.agreement(),
+            "recommendation": self.recommendation(),
         }
 
     def to_json(self) -> str:
@@ -117,8 +130,10 @@ def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False
     """
     from . import tasks
     from .pool import PoolUnit, run_pool
+    from .recommend import RECOMMENDED, combine
 
     measures = resolve_measures(measures)
+    computed = [m for m in measures if m != RECOMMENDED]  # the combined score is made from the others below
     loaded = tasks.load(task)
     if not checkpoints:
         raise InputError("checkpoints: expected at least one checkpoint")
@@ -126,11 +141,12 @@ def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False
     units = [PoolUnit(name, {"spec": spec, "name": name}, spec) for spec, name in zip(checkpoints, names)]
     outcomes = run_pool(score_checkpoint, units, task=loaded, task_spec=task,
                         executor=executor, cache_dir=cache_dir, progress=progress, description="checkpoints",
-                        measures=measures, trust_pickle=trust_pickle, layer=layer, batch_size=batch_size,
+                        measures=computed, trust_pickle=trust_pickle, layer=layer, batch_size=batch_size,
                         image_size=image_size)
     rows = [outcome.result if outcome.ok else Row(checkpoint=outcome.label, error=outcome.error)
             for outcome in outcomes]
-    return Ranking(task=loaded.name, measures=measures, rows=sort_rows(rows, measures[0]))
+    left_out = combine(rows) if RECOMMENDED in measures else {}
+    return Ranking(task=loaded.name, measures=measures, rows=sort_rows(rows, measures[0]), left_out=left_out)
 
 
 __all__ = ["DEFAULT_MEASURES", "Note", "NoteKind", "Ranking", "Row", "apply_measures", "rank", "read_csv",

@@ -18,11 +18,17 @@ from .measures.registry import MeasureInputs, Needs, NotApplicable, SaturationWa
 
 
 def resolve_measures(names=None) -> list[str]:
-    """Expand None (the default set) and "all" (every registered measure computed from arrays); check names."""
+    """Expand None (the recommended score, then the default set) and "all" (every registered measure computed
+    from arrays); check names. "recommended" (`neucrab.recommend`) brings its recipe's measures along."""
+    from .recommend import RECIPE, RECOMMENDED
+
     if not names:
-        return default_measures()
+        names = [RECOMMENDED, *default_measures()]
     resolved: list[str] = []
     for name in names:
+        if name == RECOMMENDED:
+            resolved += [m for m in (RECOMMENDED, *RECIPE.measures) if m not in resolved]
+            continue
         expanded = [info.name for info in REGISTRY.values() if info.needs is not Needs.MODEL] if name == "all" \
             else [name]
         for measure in expanded:

@@ -25,6 +25,8 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+
 from ..cache import atomic_write
 from ..checkpoints.base import Trainable
 from ..errors import InputError
@@ -237,8 +239,37 @@ def _convergence_lines(document: dict) -> list[str]:
     return [head + (": " + "; ".join(sorted(set(rising))) + "." if rising else "."), ""]
 
 
+def _task_lines(document: dict) -> list[str]:
+    """Per task, over every group's checkpoints: the ground truth's best, median and spread (room to rank), the
+    largest seed standard deviation, and the noise ceiling of each group."""
+    tasks: dict[str, dict] = {}
+    for group, results in document["groups"].items():
+        for task, result in results.items():
+            entry = tasks.setdefault(task, {"accuracies": [], "stds": [], "ceilings": []})
+            entry["accuracies"] += list(result["accuracies"].values())
+            entry["stds"] += [v for v in (result.get("accuracy_std") or {}).values() if v is not None]
+            ceiling = document["sections"][group]["ceilings"].get(task) if "ceilings" in document["sections"][group] \
+                else None
+            if ceiling:
+                entry["ceilings"].append(f"{group} {100 * ceiling['weighted_tau']:.0f}")
+    lines = ["## Tasks: room to rank and noise (accuracies in percent, over every group's checkpoints)", "",
+             "| task | checkpoints | best | median | best - median | largest seed std | noise ceiling, w. Kendall |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for task, entry in tasks.items():
+        values = sorted(entry["accuracies"])
+        if not values:
+            continue
+        best, median = values[-1], float(np.median(values))
+        std = _number(max(entry["stds"]), 100, 1) if entry["stds"] else "-"
+        spread = 100 * (best - median)
+        lines.append(f"| {task} | {len(values)} | {100 * best:.1f} | {100 * median:.1f} | {spread:.1f} | {std} | "
+                     f"{', '.join(entry['ceilings']) or '-'} |")
+    return lines + [""]
+
+
 def to_markdown(document: dict) -> str:
     lines = [f"# neucrab bench: {document['suite']}", ""]
+    lines += _task_lines(document)
     lines += _convergence_lines(document)
     headers = (*HEADERS, "GFLOPs", "seconds")
     for title, section in document["sections"].items():

@@ -1,0 +1,67 @@
+"""neucrab's answer: one recommended ranking, combined from the measures the benchmark found reliable and cheap.
+
+The recipe (`RECIPE`) is fixed here and was chosen by leave-one-task-out on Mini-NeuCRaB v2
+(`python -m neucrab.bench.loto results/mini/results.json`, tables in `results/mini/loto.md`): nothing is
+tuned on the user's task. The combined score of a checkpoint is the mean, over the recipe's measures, of its
+rank within the pool divided by the pool size (1 = best by that measure), so measures on different scales count
+equally and one measure's outlier cannot dominate.
+
+Degenerate measures are detected, not averaged in: a recipe measure whose scores are equal across the pool, or
+that saturated on any checkpoint (a SATURATED note: H-score = C - 1, SFDA near 1, GBC underflow), or that fewer
+than two checkpoints have, is left out of this pool's combination, and `left_out` says which and why. A checkpoint
+without a score for a kept measure gets no combined score (its note says which measure it lacks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from .cells import NoteKind, Row, not_applicable
+
+RECOMMENDED = "recommended"  # the combined score's column, first in `rank`'s default output
+
+
+@dataclass(frozen=True)
+class Recipe:
+    measures: tuple[str, ...]
+    how: str = "rank"  # mean of pool-normalised ranks
+
+
+RECIPE = Recipe(measures=("knn", "logme"))
+
+
+def _reason(rows: list[Row], measure: str) -> str | None:
+    """Why `measure` cannot take part in this pool's combination, or None when it can."""
+    if any(measure in row.notes and row.notes[measure].kind is NoteKind.SATURATED for row in rows):
+        return "saturated on this pool (its value carries no ranking here)"
+    values = [row.scores[measure] for row in rows if measure in row.scores]
+    if len(values) < 2:
+        return "fewer than two checkpoints have a score"
+    if np.ptp(values) == 0:
+        return "the same score for every checkpoint"
+    return None
+
+
+def combine(rows: list[Row], recipe: Recipe = RECIPE) -> dict[str, str]:
+    """Put the combined score into each row's scores under RECOMMENDED (notes where it has none); return the
+    left-out measures with their reasons."""
+    live = [row for row in rows if not row.error]
+    left_out = {m: reason for m in recipe.measures if (reason := _reason(live, m)) is not None}
+    kept = [m for m in recipe.measures if m not in left_out]
+    if not kept:
+        for row in live:
+            row.notes[RECOMMENDED] = not_applicable("no measure of the recipe ranks this pool")
+        return left_out
+    scored = [row for row in live if all(m in row.scores for m in kept)]
+    for row in live:
+        if row not in scored:
+            missing = ", ".join(m for m in kept if m not in row.scores)
+            row.notes[RECOMMENDED] = not_applicable(f"no {missing} score")
+    if scored:
+        columns = [stats.rankdata([row.scores[m] for row in scored]) / len(scored) for m in kept]
+        for row, value in zip(scored, np.mean(columns, axis=0)):
+            row.scores[RECOMMENDED] = float(value)
+    return left_out

@@ -1,0 +1,56 @@
+"""The recommended score: the pool-rank mean of the recipe's measures, degenerate measures left out with a reason,
+first in rank's default output."""
+
+import numpy as np
+import pytest
+
+from neucrab import tasks
+from neucrab.cells import Row, saturated
+from neucrab.ranking import rank
+from neucrab.recommend import RECIPE, RECOMMENDED, Recipe, combine
+
+
+def rows(**columns):
+    names = [f"c{i}" for i in range(len(next(iter(columns.values()))))]
+    return [Row(checkpoint=n, scores={m: v[i] for m, v in columns.items() if v[i] is not None})
+            for i, n in enumerate(names)]
+
+
+def test_the_combined_score_is_the_mean_of_pool_normalised_ranks():
+    pool = rows(a=[0.1, 0.5, 0.3, 0.9], b=[10.0, -5.0, 7.0, 8.0])
+    assert combine(pool, Recipe(("a", "b"))) == {}
+    # ranks of a: 1, 3, 2, 4; of b: 4, 1, 2, 3 (of 4) -> means 2.5, 2, 2, 3.5, over 4
+    assert [row.scores[RECOMMENDED] for row in pool] == pytest.approx([2.5 / 4, 2 / 4, 2 / 4, 3.5 / 4])
+
+
+def test_degenerate_measures_are_left_out_with_their_reason():
+    pool = rows(a=[0.1, 0.5, 0.3], flat=[1.0, 1.0, 1.0], sat=[3.0, 2.0, 1.0], lonely=[None, 2.0, None])
+    pool[0].notes["sat"] = saturated("H-score = C - 1")
+    left_out = combine(pool, Recipe(("a", "flat", "sat", "lonely")))
+    assert set(left_out) == {"flat", "sat", "lonely"}
+    assert "same score" in left_out["flat"] and "saturated" in left_out["sat"] and "fewer" in left_out["lonely"]
+    assert [row.scores[RECOMMENDED] for row in pool] == pytest.approx([1 / 3, 1.0, 2 / 3])  # a alone
+
+
+def test_a_checkpoint_missing_a_kept_measure_gets_a_note_not_a_score():
+    pool = rows(a=[0.1, 0.5, 0.3], b=[1.0, None, 3.0])
+    pool.append(Row(checkpoint="broken", error="could not load"))
+    combine(pool, Recipe(("a", "b")))
+    assert RECOMMENDED not in pool[1].scores and pool[1].notes[RECOMMENDED] == "n/a: no b score"
+    assert RECOMMENDED not in pool[3].scores and RECOMMENDED not in pool[3].notes
+
+
+def test_rank_leads_with_the_recommendation(tmp_path):
+    task = tasks.load("digits:100")
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 4))
+    specs = []
+    for k, noise in enumerate((0.3, 1.0, 3.0)):  # less noise around the class centres: a better checkpoint
+        arrays = {f"features_{s}": (centres[task.split(s).labels] + noise * rng.normal(size=(len(task.split(s)), 4)))
+                  .astype(np.float32) for s in ("train", "test")}
+        np.savez(tmp_path / f"f{k}.npz", **arrays)
+        specs.append(str(tmp_path / f"f{k}.npz"))
+    ranking = rank(specs, "digits:100", cache_dir=tmp_path / "cache", progress=False)
+    assert ranking.measures[0] == RECOMMENDED and set(RECIPE.measures) <= set(ranking.measures)
+    assert ranking.rows[0].checkpoint == specs[0]
+    assert ranking.to_dict()["recommendation"]["checkpoint"] == specs[0]
