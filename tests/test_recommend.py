@@ -53,4 +53,30 @@ def test_rank_leads_with_the_recommendation(tmp_path):
     ranking = rank(specs, "digits:100", cache_dir=tmp_path / "cache", progress=False)
     assert ranking.measures[0] == RECOMMENDED and set(RECIPE.measures) <= set(ranking.measures)
     assert ranking.rows[0].checkpoint == specs[0]
-    assert ranking.to_dict()["recommendation"]["checkpoint"] == specs[0]
+    recommendation = ranking.to_dict()["recommendation"]
+    assert recommendation["checkpoint"] == specs[0] and set(recommendation["p_best"]) == set(specs)
+    assert max(recommendation["p_best"], key=recommendation["p_best"].get) == specs[0]
+    assert all(len(row.draws["knn"]) == 50 for row in ranking.rows)
+
+
+def test_draws_are_stratified_seeded_subsamples():
+    from neucrab.recommend import draw_indices
+
+    labels = np.repeat(np.arange(3), [10, 20, 5])
+    first, again, other = draw_indices(labels, 0), draw_indices(labels, 0), draw_indices(labels, 1)
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+    assert np.bincount(labels[first]).tolist() == [8, 16, 4] and len(set(first)) == len(first)
+
+
+def test_p_best_counts_the_draws_each_checkpoint_wins():
+    from neucrab.recommend import certainty
+
+    a, b, c = (Row(checkpoint=n) for n in "abc")
+    # knn and logme draws: a wins draws 0 and 1 on both measures; b wins draw 2 on both; c never
+    a.draws = {"knn": [0.9, 0.9, 0.1], "logme": [5.0, 5.0, 1.0]}
+    b.draws = {"knn": [0.5, 0.5, 0.95], "logme": [2.0, 2.0, 6.0]}
+    c.draws = {"knn": [0.1, 0.2, 0.05], "logme": [0.0, 0.1, 0.2]}
+    sure = certainty([a, b, c], {}, Recipe(("knn", "logme")))
+    assert sure["p_best"] == pytest.approx({"a": 2 / 3, "b": 1 / 3, "c": 0.0})
+    assert sure["indistinguishable"] == ["b"] and sure["draws"] == 3
+    assert sure["rank_interval"]["c"] == [3.0, 3.0]

@@ -70,6 +70,7 @@ class Row:
     cached: bool = False  # features came from the cache: no forward pass was run
     has_head: bool | None = None
     error: str | None = None
+    draws: dict[str, list[float]] = field(default_factory=dict)  # measure -> values on subsamples (recommend)
 
     def to_dict(self) -> dict:
         return {

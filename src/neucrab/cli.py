@@ -108,9 +108,16 @@ def _rank(args: argparse.Namespace) -> int:
             console = Console(width=200)  # a log or a pipe: do not squeeze the table into 80 columns
         recommendation = ranking.recommendation()
         if recommendation and recommendation["checkpoint"]:  # the answer first, then the evidence
-            recipe = " and ".join(recommendation["recipe"]["measures"])
-            console.print(f"[bold]recommended: {escape(recommendation['checkpoint'])}[/bold] (mean pool rank by "
-                          f"{recipe}; neucrab.recommend)")
+            pick, recipe = recommendation["checkpoint"], " and ".join(recommendation["recipe"]["measures"])
+            sure = recommendation["p_best"].get(pick)
+            how_sure = f", P(best) {sure:.2f} over training subsamples" if sure is not None else ""
+            console.print(f"[bold]recommended: {escape(pick)}[/bold] (mean pool rank by {recipe}{how_sure})")
+            close = recommendation["indistinguishable"]
+            if close:
+                console.print("  cannot be told apart from it at this sample size: " + ", ".join(
+                    f"{escape(name)} (P(best) {recommendation['p_best'][name]:.2f})" for name in close))
+                console.print("  next step: fine-tune these briefly and compare (neucrab groundtruth CHECKPOINT... "
+                              "--lr X --steps N)")
             for measure, reason in recommendation["left_out"].items():
                 console.print(f"  left out of the combination: {measure}: {reason}")
         console.print(ranking_table(ranking))

@@ -31,6 +31,7 @@ class Ranking:
     measures: list[str]
     rows: list[Row]
     left_out: dict[str, str] = field(default_factory=dict)  # recipe measures not combined here, with why
+    certainty: dict = field(default_factory=dict)  # P(best), rank intervals (neucrab.recommend.certainty)
 
     def recommendation(self) -> dict | None:
         """The recommended checkpoint (best by the combined score), the recipe and what it left out; None when
@@ -41,7 +42,9 @@ class Ranking:
             return None
         scored = [row for row in self.rows if RECOMMENDED in row.scores]
         return {"checkpoint": scored[0].checkpoint if scored else None, "recipe": {
-            "measures": list(RECIPE.measures), "how": RECIPE.how}, "left_out": dict(self.left_out)}
+            "measures": list(RECIPE.measures), "how": RECIPE.how}, "left_out": dict(self.left_out),
+            "p_best": self.certainty.get("p_best", {}), "rank_interval": self.certainty.get("rank_interval", {}),
+            "indistinguishable": self.certainty.get("indistinguishable", [])}
 
     def ranks(self) -> dict[str, dict[str, int]]:
         """measure -> checkpoint -> rank (1 = best) among the checkpoints that have that score."""
@@ -130,7 +133,7 @@ def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False
     """
     from . import tasks
     from .pool import PoolUnit, run_pool
-    from .recommend import RECOMMENDED, combine
+    from .recommend import DRAWS, RECIPE, RECOMMENDED, certainty, combine
 
     measures = resolve_measures(measures)
     computed = [m for m in measures if m != RECOMMENDED]  # the combined score is made from the others below
@@ -142,11 +145,14 @@ def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False
     outcomes = run_pool(score_checkpoint, units, task=loaded, task_spec=task,
                         executor=executor, cache_dir=cache_dir, progress=progress, description="checkpoints",
                         measures=computed, trust_pickle=trust_pickle, layer=layer, batch_size=batch_size,
-                        image_size=image_size)
+                        image_size=image_size, draws=list(RECIPE.measures) if RECOMMENDED in measures else [],
+                        draw_count=DRAWS)
     rows = [outcome.result if outcome.ok else Row(checkpoint=outcome.label, error=outcome.error)
             for outcome in outcomes]
     left_out = combine(rows) if RECOMMENDED in measures else {}
-    return Ranking(task=loaded.name, measures=measures, rows=sort_rows(rows, measures[0]), left_out=left_out)
+    sure = certainty(rows, left_out) if RECOMMENDED in measures else {}
+    return Ranking(task=loaded.name, measures=measures, rows=sort_rows(rows, measures[0]), left_out=left_out,
+                   certainty=sure)
 
 
 __all__ = ["DEFAULT_MEASURES", "Note", "NoteKind", "Ranking", "Row", "apply_measures", "rank", "read_csv",

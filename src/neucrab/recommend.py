@@ -10,6 +10,13 @@ Degenerate measures are detected, not averaged in: a recipe measure whose scores
 that saturated on any checkpoint (a SATURATED note: H-score = C - 1, SFDA near 1, GBC underflow), or that fewer
 than two checkpoints have, is left out of this pool's combination, and `left_out` says which and why. A checkpoint
 without a score for a kept measure gets no combined score (its note says which measure it lacks).
+
+How sure: each checkpoint's recipe measures are also computed on DRAWS stratified subsamples of the training split
+(FRACTION of each class, without replacement: a bootstrap's duplicates would let kNN find a sample's own copy),
+the same subsamples for every checkpoint (seeded by draw number), and cached like any score. P(best) of a
+checkpoint is the fraction of draws in which its combined score is the highest; its rank interval the 2.5 and
+97.5 percentiles of its rank over the draws. Checkpoints whose P(best) is at least INDISTINGUISHABLE cannot be
+told apart from the pick at this sample size.
 """
 
 from __future__ import annotations
@@ -31,6 +38,22 @@ class Recipe:
 
 
 RECIPE = Recipe(measures=("knn", "logme"))
+DRAWS, FRACTION = 50, 0.8
+INDISTINGUISHABLE = 0.05
+
+
+def draw_indices(labels: np.ndarray, draw: int, fraction: float = FRACTION) -> np.ndarray:
+    """Sorted indices of a stratified subsample: round(fraction * n_c) (at least 1) of each class c, seeded by
+    `draw`. Multi-hot labels are stratified by label combination."""
+    labels = np.asarray(labels)
+    keys = [row.tobytes() for row in labels] if labels.ndim > 1 else labels.tolist()
+    groups: dict = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    rng = np.random.default_rng([draw, 7919])
+    chosen = [rng.choice(members, max(1, round(fraction * len(members))), replace=False)
+              for _, members in sorted(groups.items(), key=lambda item: str(item[0]))]
+    return np.sort(np.concatenate(chosen))
 
 
 def _reason(rows: list[Row], measure: str) -> str | None:
@@ -65,3 +88,25 @@ def combine(rows: list[Row], recipe: Recipe = RECIPE) -> dict[str, str]:
         for row, value in zip(scored, np.mean(columns, axis=0)):
             row.scores[RECOMMENDED] = float(value)
     return left_out
+
+
+def certainty(rows: list[Row], left_out: dict[str, str], recipe: Recipe = RECIPE) -> dict:
+    """P(best), rank interval and the checkpoints indistinguishable from the pick, from the rows' draws (see the
+    module docstring); empty when no row has draws of every kept measure."""
+    kept = [m for m in recipe.measures if m not in left_out]
+    drawn = [row for row in rows if not row.error and kept and all(len(row.draws.get(m, ())) for m in kept)]
+    if len(drawn) < 2:
+        return {}
+    count = min(len(row.draws[m]) for row in drawn for m in kept)
+    ranks = np.empty((count, len(drawn)))
+    for draw in range(count):
+        columns = [stats.rankdata([row.draws[m][draw] for row in drawn]) / len(drawn) for m in kept]
+        combined = np.mean(columns, axis=0)
+        ranks[draw] = stats.rankdata(-combined, method="min")  # 1 = best
+    p_best = {row.checkpoint: float(np.mean(ranks[:, i] == 1)) for i, row in enumerate(drawn)}
+    intervals = {row.checkpoint: [float(v) for v in np.percentile(ranks[:, i], [2.5, 97.5])]
+                 for i, row in enumerate(drawn)}
+    pick = max(p_best, key=p_best.get)
+    close = [name for name, p in sorted(p_best.items(), key=lambda item: -item[1])
+             if name != pick and p >= INDISTINGUISHABLE]
+    return {"p_best": p_best, "rank_interval": intervals, "indistinguishable": close, "draws": count}

@@ -108,12 +108,45 @@ def checkpoint_label(spec, index: int) -> str:
     return getattr(spec, "name", None) or f"{type(spec).__name__}#{index}"
 
 
+def draw_measures(row: Row, measures, task, train, cache_dir=None, feature_keys=None, draws: int = 0) -> None:
+    """Each measure (of the features alone) on `draws` stratified subsamples of the training split
+    (`recommend.draw_indices`), into row.draws; each draw kept in the score cache like a score."""
+    from .recommend import FRACTION, draw_indices
+    from .score_cache import score_key, score_store
+
+    store = score_store(cache_dir) if feature_keys else None
+    labels = task.train.labels
+    for name in measures:
+        info = REGISTRY[name]
+        if info.needs is not Needs.FEATURES or (task.multilabel and not info.multilabel):
+            continue
+        values = []
+        for draw in range(draws):
+            options = {"draw": draw, "fraction": FRACTION}
+            key = score_key(name, feature_keys, options) if store else None
+            record = store.read(key) if store else None
+            if record is None:
+                rows = draw_indices(labels, draw)
+                inputs = MeasureInputs(labels=labels[rows], features=train.features[rows], task=task)
+                score, note = _compute(info, inputs, {})
+                record = {"measure": name, "score": score, "note": None if note is None else str(note),
+                          "note_kind": None if note is None else note.kind.value, "seconds": 0.0}
+                if store:
+                    store.write(key, record)
+            if record["score"] is None:
+                break  # a draw the measure could not score: no spread for it
+            values.append(record["score"])
+        if len(values) == draws:
+            row.draws[name] = values
+
+
 def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_pickle=False, layer=None,
-                     batch_size=64, progress=False, image_size=None, device=None) -> Row:
+                     batch_size=64, progress=False, image_size=None, device=None, draws=(), draw_count=0) -> Row:
     """Load one checkpoint, extract its features on both splits (cached), and score it. image_size: feed
     images of that size instead of the checkpoint's own (see `checkpoints.base.at_image_size`). device: where
     torch checkpoints run (default: CUDA when available, else the CPU). A checkpoint that cannot be loaded or
-    run raises; `rank` turns that into the row's `error`, so one bad checkpoint never stops a pool."""
+    run raises; `rank` turns that into the row's `error`, so one bad checkpoint never stops a pool. draws,
+    draw_count: also compute these measures on that many training subsamples (`draw_measures`)."""
     from . import checkpoints, tasks
     from .checkpoints.base import OnDevice, at_image_size
     from .extract import cache_key, extract
@@ -133,6 +166,9 @@ def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_p
     keys = tuple(cache_key(checkpoint, task, split) for split in ("train", "test"))
     apply_measures(row, measures, task, embeddings["train"], embeddings["test"], model, cache_dir=cache_dir,
                    feature_keys=keys)
+    if draws and draw_count:  # how sure the recommendation is (neucrab.recommend)
+        draw_measures(row, draws, task, embeddings["train"], cache_dir=cache_dir, feature_keys=keys,
+                      draws=draw_count)
     return row
 
 
