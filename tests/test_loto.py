@@ -40,3 +40,13 @@ def test_a_constant_measure_is_left_out_of_a_combination():
     with_constant = combined(pool, ["knn", "sfda"], "rank")
     alone = combined(pool, ["knn"], "rank")
     assert with_constant == pytest.approx(alone)
+
+
+def test_reliability_bins_and_ece_by_hand():
+    from neucrab.bench.calibration import reliability
+
+    found = [(0.95, True, "p1"), (0.05, False, "p1"), (0.55, False, "p2"), (0.45, True, "p2")]
+    report = reliability(found)
+    assert [row["count"] for row in report["bins"]] == [1, 1, 1, 1]
+    # gaps: |0.05-0|, |0.45-1|, |0.55-0|, |0.95-1| -> mean (0.05 + 0.55 + 0.55 + 0.05) / 4
+    assert report["ece"] == pytest.approx(0.3) and report["pools"] == 2
