@@ -177,6 +177,21 @@ def _groundtruth(args: argparse.Namespace) -> int:
     return _exit_code(len(errors) + diverged)
 
 
+def _select(args: argparse.Namespace) -> int:
+    from .select import select
+
+    chosen = select(args.checkpoints, args.task, budget=args.budget, shortlist=args.shortlist, lr=args.lr,
+                    batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
+                    cache_dir=args.cache_dir, device=args.device, trust_pickle=args.trust_pickle,
+                    progress=not args.no_progress)
+    for round_ in chosen.rounds:
+        scores = ", ".join(f"{name} {accuracy:.3f}" for name, accuracy in round_["accuracies"].items())
+        print(f"{round_['steps']} steps: {scores} -> keep {', '.join(round_['kept'])}")
+    print(f"pick: {chosen.pick} (recommended before fine-tuning: {chosen.recommended}); spent {chosen.spent_steps} "
+          f"of {chosen.budget_steps} steps")
+    return OK
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -311,6 +326,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(truth, "batch-size", "image-size", "device", "layer", "cache-dir", "trust-pickle", "no-progress",
                 "executor", defaults={"batch_size": 512})
     truth.set_defaults(run=_groundtruth)
+
+    selecting = commands.add_parser("select", help="confirm the recommendation within a budget: successive "
+                                    "halving of short fine-tunes over the recommended shortlist")
+    selecting.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint specs, as for rank")
+    _add_common(selecting, "task")
+    selecting.add_argument("--budget", type=int, required=True, metavar="STEPS",
+                           help="fine-tuning steps to spend in all (cache hits are free)")
+    selecting.add_argument("--shortlist", type=int, default=4, metavar="K", help="how many to confirm (default 4)")
+    selecting.add_argument("--lr", type=float, default=0.01, help="learning rate of the short runs (default 0.01)")
+    selecting.add_argument("--seed", type=int, default=0)
+    _add_common(selecting, "batch-size", "image-size", "device", "cache-dir", "trust-pickle", "no-progress",
+                defaults={"batch_size": 32})
+    selecting.set_defaults(run=_select)
 
     judging = commands.add_parser("evaluate", help="judge saved rankings against a ground truth (Recall@k, Rel@k, "
                                   "Pearson, Kendall, weighted Kendall), per task and averaged")
