@@ -50,3 +50,28 @@ def test_reliability_bins_and_ece_by_hand():
     assert [row["count"] for row in report["bins"]] == [1, 1, 1, 1]
     # gaps: |0.05-0|, |0.45-1|, |0.55-0|, |0.95-1| -> mean (0.05 + 0.55 + 0.55 + 0.05) / 4
     assert report["ece"] == pytest.approx(0.3) and report["pools"] == 2
+
+
+def test_budget_replay_by_hand(tmp_path):
+    import json
+
+    from neucrab.bench.budget import replay
+
+    truth = {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6, "e": 0.5, "f": 0.4, "g": 0.3, "h": 0.2, "i": 0.1, "j": 0.05}
+    # the recommendation (knn and logme agree) ranks c first, then a, b, ...: wrong at the top
+    order = ["c", "a", "b", "d", "e", "f", "g", "h", "i", "j"]
+    rank_score = {name: float(len(order) - i) for i, name in enumerate(order)}
+    scores = {"knn": rank_score, "logme": rank_score}
+    runs = {name: [{"lr": lr, "steps": s, "accuracy": truth[name] * (0.5 if s == 10 else 1.0)}
+                   for lr in (0.01, 0.1) for s in (10, 30)] for name in truth}
+    (tmp_path / "groundtruth" / "g").mkdir(parents=True)
+    (tmp_path / "groundtruth" / "g" / "t.json").write_text(json.dumps({"runs": runs}))
+    (tmp_path / "results.json").write_text(json.dumps({
+        "sweep": {"steps": [10, 30], "lrs": [0.01, 0.1]},
+        "groups": {"g": {"t": {"accuracies": truth, "scores": scores}}}}))
+    report = replay(tmp_path, lr=0.01)["strategies"]
+    assert report["recommendation alone"]["recall@1"] == 0.0  # c
+    assert report["even: every checkpoint the short run"]["recall@1"] == 1.0
+    # full sweep 10 x 2 x 30 = 600; at 10% (60 steps) k = 2 fits (2 x 10 + 1 x 30 = 50): c, a -> a wins
+    assert report["successive halving at 10%"] == {"recall@1": 1.0, "rel@1": 1.0, "cost": pytest.approx(50 / 600)}
+    assert report["successive halving at 5%"]["recall@1"] == 0.0  # nothing fits: the recommendation alone
