@@ -67,4 +67,4 @@ def test_the_tables_name_the_pairs_still_rising_at_the_longest_run():
         "c": None}}}}}
     line = _convergence_lines(document)[0]
     assert line.startswith("Convergence: 1 of 2 checkpoint-task pairs were still rising from 60 to 180 steps")
-    assert "a on t (+5.0 points, noise 1.0)" in line and "b on t" not in line
+    assert "t 1 of 2: a (+5.0 points, noise 1.0)" in line and "b (" not in line

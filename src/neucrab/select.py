@@ -3,8 +3,9 @@
 Successive halving (Jamieson and Talwalkar, 2016) over a shortlist: the `shortlist` checkpoints the
 recommended score ranks highest are each fine-tuned for s steps at one learning rate; the better half (by test
 accuracy) goes on to 2s steps, and so on until one is left. s is the largest step count that keeps the whole
-schedule within `budget` steps (the sum over rounds of checkpoints x steps, counted as if nothing were cached). Every run goes
-through the ground truth's run cache (`neucrab.groundtruth`), so a rerun or a later full sweep reuses them;
+schedule within `budget` steps (the sum over rounds of checkpoints x steps, counted as if nothing were cached).
+Every run goes through the ground truth's run cache (`neucrab.groundtruth`), so a rerun or a later full sweep
+reuses them;
 steps served from the cache are not counted as spent. Ties keep the recommendation's order.
 """
 

@@ -220,23 +220,30 @@ def _uncertainty_lines(document: dict, section: dict) -> list[str]:
 
 
 def _convergence_lines(document: dict) -> list[str]:
-    """Which checkpoint-task pairs were still improving at the longest run, by more than the seed noise."""
-    rising, judged = [], 0
+    """How many checkpoint-task pairs were still improving at the longest run, by more than the seed noise: per
+    task, with the pairs named when there are few (all of them are in results.json under `convergence`)."""
+    rising, judged = {}, {}
     for tasks in document["groups"].values():  # a checkpoint in several groups counts once per group
         for task, result in tasks.items():
             for name, check in (result.get("convergence") or {}).items():
                 if check is None:
                     continue
-                judged += 1
+                judged[task] = judged.get(task, 0) + 1
                 if not check["converged"]:
-                    rising.append(f"{name} on {task} (+{100 * check['rise']:.1f} points, noise "
-                                  f"{100 * check['noise']:.1f})")
-    if not judged:
-        return []
+                    rising.setdefault(task, []).append(f"{name} (+{100 * check['rise']:.1f} points, noise "
+                                                       f"{100 * check['noise']:.1f})")
     steps = document["sweep"]["steps"]
-    head = (f"Convergence: {len(rising)} of {judged} checkpoint-task pairs were still rising from {steps[-2]} to "
-            f"{steps[-1]} steps by more than the seed noise" if len(steps) > 1 else "")
-    return [head + (": " + "; ".join(sorted(set(rising))) + "." if rising else "."), ""]
+    if not judged or len(steps) < 2:
+        return []
+    total = sum(len(names) for names in rising.values())
+    parts = []
+    for task, count in judged.items():
+        names = rising.get(task, [])
+        listed = ": " + "; ".join(sorted(set(names))) if 0 < len(names) <= 5 else ""
+        parts.append(f"{task} {len(names)} of {count}{listed}")
+    return [f"Convergence: {total} of {sum(judged.values())} checkpoint-task pairs were still rising from "
+            f"{steps[-2]} to {steps[-1]} steps by more than the seed noise (the ground truth there is partly "
+            f"convergence speed); per task: " + ", ".join(parts) + ".", ""]
 
 
 def _task_lines(document: dict) -> list[str]:
