@@ -108,9 +108,10 @@ def checkpoint_label(spec, index: int) -> str:
     return getattr(spec, "name", None) or f"{type(spec).__name__}#{index}"
 
 
-def draw_measures(row: Row, measures, task, train, cache_dir=None, feature_keys=None, draws: int = 0) -> None:
-    """Each measure (of the features alone) on `draws` stratified subsamples of the training split
-    (`recommend.draw_indices`), into row.draws; each draw kept in the score cache like a score."""
+def draw_measures(row: Row, measures, task, train, test, cache_dir=None, feature_keys=None, draws: int = 0) -> None:
+    """Each measure (of the features, or features + test split) on `draws` stratified subsamples of the training
+    split (`recommend.draw_indices`; the test split stays whole), into row.draws; each draw kept in the score
+    cache like a score."""
     from .recommend import FRACTION, draw_indices
     from .score_cache import score_key, score_store
 
@@ -118,7 +119,7 @@ def draw_measures(row: Row, measures, task, train, cache_dir=None, feature_keys=
     labels = task.train.labels
     for name in measures:
         info = REGISTRY[name]
-        if info.needs is not Needs.FEATURES or (task.multilabel and not info.multilabel):
+        if info.needs not in (Needs.FEATURES, Needs.TRAIN_TEST) or (task.multilabel and not info.multilabel):
             continue
         values = []
         for draw in range(draws):
@@ -127,7 +128,8 @@ def draw_measures(row: Row, measures, task, train, cache_dir=None, feature_keys=
             record = store.read(key) if store else None
             if record is None:
                 rows = draw_indices(labels, draw)
-                inputs = MeasureInputs(labels=labels[rows], features=train.features[rows], task=task)
+                inputs = MeasureInputs(labels=labels[rows], features=train.features[rows], task=task,
+                                       test_features=test.features, test_labels=task.test.labels)
                 score, note = _compute(info, inputs, {})
                 record = {"measure": name, "score": score, "note": None if note is None else str(note),
                           "note_kind": None if note is None else note.kind.value, "seconds": 0.0}
@@ -167,8 +169,8 @@ def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_p
     apply_measures(row, measures, task, embeddings["train"], embeddings["test"], model, cache_dir=cache_dir,
                    feature_keys=keys)
     if draws and draw_count:  # how sure the recommendation is (neucrab.recommend)
-        draw_measures(row, draws, task, embeddings["train"], cache_dir=cache_dir, feature_keys=keys,
-                      draws=draw_count)
+        draw_measures(row, draws, task, embeddings["train"], embeddings["test"], cache_dir=cache_dir,
+                      feature_keys=keys, draws=draw_count)
     return row
 
 
