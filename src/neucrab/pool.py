@@ -56,7 +56,3 @@ def run_pool(function: Callable, units: list[PoolUnit], *, task, task_spec=None,
         label = work[index].label
         outcomes[index] = Outcome(label, result) if error is None else Outcome(label, error=executors.describe(error))
     return outcomes
-
-
-def failed(outcomes: list[Outcome]) -> list[Outcome]:
-    return [outcome for outcome in outcomes if not outcome.ok]

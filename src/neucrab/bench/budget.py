@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import atomic_write
-from .loto import combined
+from .loto import combined, write_report
 from .run import _slug
 
 LR = 0.01
@@ -96,8 +95,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     report = replay(Path(args.folder))
     if args.out:
-        atomic_write(Path(args.out), to_markdown(report))
-        atomic_write(Path(args.out).with_suffix(".json"), json.dumps(report, indent=1))
+        write_report(args.out, to_markdown(report), report)
     print(to_markdown(report))
     return 0
 

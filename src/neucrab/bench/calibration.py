@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import atomic_write
-
 BINS = np.linspace(0.0, 1.0, 11)
 
 
@@ -90,6 +88,7 @@ def plot(report: dict, path: Path) -> Path:
 
 
 def main(argv=None) -> int:
+    from .loto import write_report
     from .suite import load_suite
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -101,8 +100,7 @@ def main(argv=None) -> int:
     report = reliability(pairs(load_suite(args.suite), json.loads(Path(args.results).read_text()),
                                cache_dir=args.cache_dir))
     out = Path(args.out)
-    atomic_write(out, to_markdown(report))
-    atomic_write(out.with_suffix(".json"), json.dumps(report, indent=1))
+    write_report(out, to_markdown(report), report)
     plot(report, out.with_suffix(".png"))
     print(to_markdown(report))
     return 0

@@ -170,6 +170,12 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_report(out, markdown: str, report: dict) -> None:
+    """The markdown table at `out` and the report as JSON beside it (same name, .json)."""
+    atomic_write(Path(out), markdown)
+    atomic_write(Path(out).with_suffix(".json"), json.dumps(report, indent=1))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("results", help="a bench results.json")
@@ -178,8 +184,7 @@ def main(argv=None) -> int:
     report = leave_one_task_out(json.loads(Path(args.results).read_text()))
     text = to_markdown(report)
     if args.out:
-        atomic_write(Path(args.out), text)
-        atomic_write(Path(args.out).with_suffix(".json"), json.dumps(report, indent=1))
+        write_report(args.out, text, report)
     print(text)
     return 0
 
