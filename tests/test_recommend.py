@@ -80,3 +80,38 @@ def test_p_best_counts_the_draws_each_checkpoint_wins():
     assert sure["p_best"] == pytest.approx({"a": 2 / 3, "b": 1 / 3, "c": 0.0})
     assert sure["indistinguishable"] == ["b"] and sure["draws"] == 3
     assert sure["rank_interval"]["c"] == [3.0, 3.0]
+
+
+def test_the_report_leads_with_the_recommendation_and_shows_how_measures_agree(tmp_path):
+    from html.parser import HTMLParser
+
+    from neucrab.ranking import Ranking
+    from neucrab.report import write_outputs
+
+    pool = rows(knn=[0.9, 0.5, 0.1], logme=[1.0, 3.0, 2.0])
+    combine(pool, Recipe(("knn",)))
+    ranking = Ranking(task="t", measures=[RECOMMENDED, "knn", "logme"], rows=pool,
+                      certainty={"p_best": {"c0": 0.7, "c1": 0.3, "c2": 0.0}, "indistinguishable": ["c1"]})
+    page = (write_outputs(ranking, tmp_path)["report.html"]).read_text()
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.headings, self.cells, self._tag = [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            self._tag = tag
+
+        def handle_data(self, data):
+            if self._tag == "h2" and data.strip():
+                self.headings.append(data.strip())
+            if self._tag == "td" and data.strip():
+                self.cells.append(data.strip())
+
+    text = Text()
+    text.feed(page)
+    assert text.headings[0] == "Recommended: c0"  # the answer comes first
+    assert "Cannot be told apart from it at this sample size: c1" in page
+    assert page.index("width:210px") < page.index("width:90px")  # P(best) bars, largest first (300 px = 1)
+    # knn and logme order the three checkpoints c0 > c1 > c2 and c1 > c2 > c0: Kendall tau -1/3
+    assert "-0.33" in text.cells and "+1.00" in text.cells

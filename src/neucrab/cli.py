@@ -116,8 +116,8 @@ def _rank(args: argparse.Namespace) -> int:
             if close:
                 console.print("  cannot be told apart from it at this sample size: " + ", ".join(
                     f"{escape(name)} (P(best) {recommendation['p_best'][name]:.2f})" for name in close))
-                console.print("  next step: fine-tune these briefly and compare (neucrab groundtruth CHECKPOINT... "
-                              "--lr X --steps N)")
+                console.print("  next step: confirm with short fine-tunes (neucrab select CHECKPOINT... --task TASK "
+                              "--budget STEPS)")
             for measure, reason in recommendation["left_out"].items():
                 console.print(f"  left out of the combination: {measure}: {reason}")
         console.print(ranking_table(ranking))
