@@ -44,7 +44,7 @@ NETWORKS = {
 
 def _require(name: str) -> None:
     module = NETWORKS[name][0]
-    if importlib.util.find_spec(module) is None:
+    if importlib.util.find_spec(module) is None:  # scripts/setup installs all of them, so CI runs every network
         pytest.skip(f"{module} is not installed")
 
 
