@@ -96,8 +96,8 @@ def _rank(args: argparse.Namespace) -> int:
         raise InputError(f"--task: expected a task ({_task_kinds()})")
     with _executor(args) as executor:
         ranking = rank(checkpoints, task, args.measure, cache_dir=args.cache_dir, trust_pickle=args.trust_pickle,
-                       layer=args.layer, batch_size=args.batch_size, progress=not args.no_progress, names=names,
-                       image_size=args.image_size, executor=executor)
+                       trust_remote_code=args.trust_remote_code, layer=args.layer, batch_size=args.batch_size,
+                       progress=not args.no_progress, names=names, image_size=args.image_size, executor=executor)
     if args.format == "json":
         print(ranking.to_json())
     elif args.format == "csv":
@@ -140,7 +140,8 @@ def _extract(args: argparse.Namespace) -> int:
         print(f"cache: {args.cache_dir or default_cache_dir()}")
         outcomes = extract_pool(args.checkpoints, args.task, splits=splits, executor=executor,
                                 progress=not args.no_progress, cache_dir=args.cache_dir, layer=args.layer,
-                                trust_pickle=args.trust_pickle, batch_size=args.batch_size)
+                                trust_pickle=args.trust_pickle, trust_remote_code=args.trust_remote_code,
+                                batch_size=args.batch_size)
     for spec, summaries, error in outcomes:
         if error is not None:  # one bad checkpoint is reported; the others go on
             print(f"neucrab: error: {spec}: {error}" if len(args.checkpoints) > 1 else f"neucrab: error: {error}",
@@ -169,7 +170,7 @@ def _groundtruth(args: argparse.Namespace) -> int:
                                               steps=steps, batch_size=args.batch_size, image_size=args.image_size,
                                               seed=args.seed, seeds=args.seeds, device=args.device,
                                               trust_pickle=args.trust_pickle,
-                                              layer=args.layer)
+                                              trust_remote_code=args.trust_remote_code, layer=args.layer)
     Console().print(gt.table(task.name, results, errors))
     if out is not None:
         print(f"wrote {gt.write_results(out, task.name, results, errors)}", file=sys.stderr)
@@ -183,7 +184,7 @@ def _select(args: argparse.Namespace) -> int:
     chosen = select(args.checkpoints, args.task, budget=args.budget, shortlist=args.shortlist, lr=args.lr,
                     batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
                     cache_dir=args.cache_dir, device=args.device, trust_pickle=args.trust_pickle,
-                    progress=not args.no_progress)
+                    trust_remote_code=args.trust_remote_code, progress=not args.no_progress)
     for round_ in chosen.rounds:
         scores = ", ".join(f"{name} {accuracy:.3f}" for name, accuracy in round_["accuracies"].items())
         print(f"{round_['steps']} steps: {scores} -> keep {', '.join(round_['kept'])}")
@@ -215,7 +216,8 @@ def _bench(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, quick=args.quick)  # validated before any work
     with _executor(args) as executor:
         document = run_bench(suite, args.out, cache_dir=args.cache_dir, device=args.device,
-                             progress=not args.no_progress, trust_pickle=args.trust_pickle, executor=executor)
+                             progress=not args.no_progress, trust_pickle=args.trust_pickle, executor=executor,
+                             trust_remote_code=args.trust_remote_code)
     print(to_markdown(document))
     print(f"wrote {args.out}: table.md, table.csv, results.json, figure1_*.png, scatter_*.png", file=sys.stderr)
     return _exit_code(failures(document))
@@ -258,6 +260,9 @@ def _add_common(parser: argparse.ArgumentParser, *names: str, defaults: dict | N
         "trust-pickle": lambda: parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling "
                                                     "checkpoint files (runs code from the file: only files you "
                                                     "trust)"),
+        "trust-remote-code": lambda: parser.add_argument("--trust-remote-code", action="store_true",
+                                                         help="let transformers run the Python code a Hugging Face "
+                                                         "folder's auto_map names (only folders you trust)"),
         "no-progress": lambda: parser.add_argument("--no-progress", action="store_true", help="no progress bars"),
         "executor": lambda: _add_executor_options(parser),
     }
@@ -300,14 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     ranking.add_argument("--out", metavar="DIR", help="also write ranking.json, ranking.csv, scores.png, report.html")
     ranking.add_argument("--example", action="store_true",
                          help="rank the built-in real pool (EfficientNet-Lite0/1/2, from-scratch, RapidOCR) on digits")
-    _add_common(ranking, "layer", "cache-dir", "batch-size", "image-size", "trust-pickle", "no-progress", "executor")
+    _add_common(ranking, "layer", "cache-dir", "batch-size", "image-size", "trust-pickle", "trust-remote-code",
+                "no-progress", "executor")
     ranking.set_defaults(run=_rank)
 
     extracting = commands.add_parser("extract", help="fill the feature cache for checkpoints and a task")
     extracting.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint specs, as for rank")
     _add_common(extracting, "task", "layer")
     extracting.add_argument("--split", choices=("train", "test", "both"), default="both")
-    _add_common(extracting, "cache-dir", "batch-size", "trust-pickle", "no-progress", "executor")
+    _add_common(extracting, "cache-dir", "batch-size", "trust-pickle", "trust-remote-code", "no-progress", "executor")
     extracting.set_defaults(run=_extract)
 
     truth = commands.add_parser("groundtruth", help="fine-tune over a grid and keep the best test accuracy (the "
@@ -323,8 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     truth.add_argument("--seeds", type=int, default=1, metavar="K", help="rerun the best configuration with K "
                        "seeds in all (seed, seed+1, ...); the ground truth is their mean (default 1)")
     truth.add_argument("--out", metavar="FILE", help="write task,checkpoint,accuracy rows (.csv) or all runs (.json)")
-    _add_common(truth, "batch-size", "image-size", "device", "layer", "cache-dir", "trust-pickle", "no-progress",
-                "executor", defaults={"batch_size": 512})
+    _add_common(truth, "batch-size", "image-size", "device", "layer", "cache-dir", "trust-pickle", "trust-remote-code",
+                "no-progress", "executor", defaults={"batch_size": 512})
     truth.set_defaults(run=_groundtruth)
 
     selecting = commands.add_parser("select", help="confirm the recommendation within a budget: successive "
@@ -336,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     selecting.add_argument("--shortlist", type=int, default=4, metavar="K", help="how many to confirm (default 4)")
     selecting.add_argument("--lr", type=float, default=0.01, help="learning rate of the short runs (default 0.01)")
     selecting.add_argument("--seed", type=int, default=0)
-    _add_common(selecting, "batch-size", "image-size", "device", "cache-dir", "trust-pickle", "no-progress",
-                defaults={"batch_size": 32})
+    _add_common(selecting, "batch-size", "image-size", "device", "cache-dir", "trust-pickle", "trust-remote-code",
+                "no-progress", defaults={"batch_size": 32})
     selecting.set_defaults(run=_select)
 
     judging = commands.add_parser("evaluate", help="judge saved rankings against a ground truth (Recall@k, Rel@k, "
@@ -360,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     benching.add_argument("--out", required=True, metavar="DIR", help="folder for table.md/.csv, results.json, PNGs")
     benching.add_argument("--quick", action="store_true", help="the suite's quick variant (SUITE-quick): a subset "
                           "of checkpoints and tasks with a tiny sweep, a smoke test in minutes")
-    _add_common(benching, "cache-dir", "device", "trust-pickle", "no-progress", "executor")
+    _add_common(benching, "cache-dir", "device", "trust-pickle", "trust-remote-code", "no-progress", "executor")
     benching.set_defaults(run=_bench)
 
     pretraining = commands.add_parser("pretrain-mini", help="pre-train Mini-NeuCRaB's checkpoints on MNIST 5k (CPU, "

@@ -12,7 +12,7 @@ from .tasks import load as load_task
 
 
 def extract_spec(spec, task, splits, *, layer=None, trust_pickle=False, cache_dir=None, batch_size: int = 64,
-                 progress: bool = False, device=None) -> list[dict]:
+                 progress: bool = False, device=None, trust_remote_code=False) -> list[dict]:
     """Load the checkpoint `spec` and fill the feature cache for each of `splits` of `task`. device: where
     torch checkpoints run (default: CUDA when available, else the CPU, as `rank`). Returns one summary per
     split (the features stay in the cache)."""
@@ -21,7 +21,7 @@ def extract_spec(spec, task, splits, *, layer=None, trust_pickle=False, cache_di
     from .scoring import default_device
 
     task = load_task(task)
-    checkpoint = load_checkpoint(spec, layer=layer, trust_pickle=trust_pickle)
+    checkpoint = load_checkpoint(spec, layer=layer, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
     if isinstance(checkpoint, OnDevice):
         checkpoint.to(device or default_device())
     summaries = []
@@ -38,7 +38,7 @@ def extract_pool(specs, task, *, splits=("train", "test"), executor=None, progre
                  **options) -> list[tuple[str, list[dict] | None, str | None]]:
     """Fill the feature cache for every checkpoint spec and split of `task`, run by `executor` (None or "local":
     here; "ray" or a `neucrab.executors.RayExecutor`: Ray tasks). Returns (spec, summaries, error) per unit in
-    input order. options: layer, trust_pickle, batch_size."""
+    input order. options: layer, trust_pickle, trust_remote_code, batch_size."""
     from . import executors
     from .pool import PoolUnit, run_pool
 

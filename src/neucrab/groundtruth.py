@@ -233,7 +233,7 @@ def best_run(runs: list[Run]) -> Run | None:
 def groundtruth(checkpoint_spec, task, *, lrs=PAPER_LRS, steps=PAPER_STEPS, batch_size: int = PAPER_BATCH_SIZE,
                 image_size: int | None = None, seed: int = 0, seeds: int = 1, cache_dir=None, use_cache: bool = True,
                 device=None, progress: bool = False, trust_pickle: bool = False, layer: str | None = None,
-                name: str | None = None) -> GroundTruth:
+                name: str | None = None, trust_remote_code: bool = False) -> GroundTruth:
     """Fine-tune `checkpoint_spec` (a spec, an nn.Module or a loaded checkpoint) on `task` (a spec or Task) over
     the grid lrs x steps and return the best test accuracy (see the module docstring).
 
@@ -255,7 +255,8 @@ def groundtruth(checkpoint_spec, task, *, lrs=PAPER_LRS, steps=PAPER_STEPS, batc
     if isinstance(checkpoint_spec, checkpoints.Checkpoint):
         checkpoint = checkpoint_spec
     else:
-        checkpoint = checkpoints.load(checkpoint_spec, layer=layer, trust_pickle=trust_pickle)
+        checkpoint = checkpoints.load(checkpoint_spec, layer=layer, trust_pickle=trust_pickle,
+                                      trust_remote_code=trust_remote_code)
     label = name or (str(checkpoint_spec) if isinstance(checkpoint_spec, (str, os.PathLike)) else checkpoint.name)
     tuner = Finetuner(checkpoint, task, image_size=image_size, device=device)
     store = run_store(cache_dir) if use_cache else None

@@ -124,7 +124,7 @@ def sort_rows(rows: list[Row], first_measure: str) -> list[Row]:
 
 
 def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False, layer=None, batch_size=64,
-         progress=True, names=None, image_size=None, executor=None) -> Ranking:
+         progress=True, names=None, image_size=None, executor=None, trust_remote_code=False) -> Ranking:
     """Rank `checkpoints` (specs or modules) for `task` (a spec or a loaded Task) by `measures`.
 
     Returns a `Ranking`: rows best first by the first measure, per-measure ranks, timings, and agreement
@@ -144,7 +144,8 @@ def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False
     units = [PoolUnit(name, {"spec": spec, "name": name}, spec) for spec, name in zip(checkpoints, names)]
     outcomes = run_pool(score_checkpoint, units, task=loaded, task_spec=task,
                         executor=executor, cache_dir=cache_dir, progress=progress, description="checkpoints",
-                        measures=computed, trust_pickle=trust_pickle, layer=layer, batch_size=batch_size,
+                        measures=computed, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code,
+                        layer=layer, batch_size=batch_size,
                         image_size=image_size, draws=list(RECIPE.measures) if RECOMMENDED in measures else [],
                         draw_count=DRAWS)
     rows = [outcome.result if outcome.ok else Row(checkpoint=outcome.label, error=outcome.error)

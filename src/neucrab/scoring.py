@@ -143,7 +143,8 @@ def draw_measures(row: Row, measures, task, train, test, cache_dir=None, feature
 
 
 def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_pickle=False, layer=None,
-                     batch_size=64, progress=False, image_size=None, device=None, draws=(), draw_count=0) -> Row:
+                     batch_size=64, progress=False, image_size=None, device=None, draws=(), draw_count=0,
+                     trust_remote_code=False) -> Row:
     """Load one checkpoint, extract its features on both splits (cached), and score it. image_size: feed
     images of that size instead of the checkpoint's own (see `checkpoints.base.at_image_size`). device: where
     torch checkpoints run (default: CUDA when available, else the CPU). A checkpoint that cannot be loaded or
@@ -155,7 +156,8 @@ def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_p
 
     row = Row(checkpoint=name or checkpoint_label(spec, 0))
     task = tasks.load(task)
-    checkpoint = at_image_size(checkpoints.load(spec, layer=layer, trust_pickle=trust_pickle), image_size)
+    checkpoint = at_image_size(checkpoints.load(spec, layer=layer, trust_pickle=trust_pickle,
+                                                trust_remote_code=trust_remote_code), image_size)
     if isinstance(checkpoint, OnDevice):  # torch checkpoints: the GPU when there is one
         checkpoint.to(device or default_device())
     row.has_head = bool(checkpoint.has_head)

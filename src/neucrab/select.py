@@ -52,7 +52,8 @@ def schedule(shortlist: int, budget: int) -> list[tuple[int, int]]:
 
 def select(checkpoints, task, *, budget: int, shortlist: int = 4, lr: float = DEFAULT_LR, names=None,
            batch_size: int = 32, image_size: int | None = None, seed: int = 0, cache_dir=None, device=None,
-           trust_pickle: bool = False, progress: bool = True, ranking=None) -> Selection:
+           trust_pickle: bool = False, progress: bool = True, ranking=None,
+           trust_remote_code: bool = False) -> Selection:
     """Rank `checkpoints` with the recommended score (or take `ranking`), then successive halving within
     `budget` fine-tuning steps (see the module docstring)."""
     from .groundtruth import groundtruth
@@ -66,7 +67,7 @@ def select(checkpoints, task, *, budget: int, shortlist: int = 4, lr: float = DE
     names = list(names) if names else [str(spec) for spec in checkpoints]
     if ranking is None:
         ranking = rank(checkpoints, task, [RECOMMENDED], names=names, cache_dir=cache_dir, progress=progress,
-                       image_size=image_size, trust_pickle=trust_pickle)
+                       image_size=image_size, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
     order = [row.checkpoint for row in ranking.rows if not row.error]
     if not order:
         raise InputError("select: no checkpoint could be scored; expected at least one that loads")
@@ -79,7 +80,7 @@ def select(checkpoints, task, *, budget: int, shortlist: int = 4, lr: float = DE
         for name in alive[:count]:
             truth = groundtruth(spec_of[name], task, lrs=(lr,), steps=(steps,), batch_size=batch_size,
                                 image_size=image_size, seed=seed, cache_dir=cache_dir, device=device,
-                                trust_pickle=trust_pickle, name=name)
+                                trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, name=name)
             accuracies[name] = truth.best_accuracy if truth.best_accuracy is not None else -1.0
             result.spent_steps += sum(run["steps"] for run in truth.runs if not run["cached"])
         survivors = sorted(alive[:count], key=lambda n: (-accuracies[n], alive.index(n)))

@@ -50,7 +50,8 @@ def _task_labels(tasks) -> list[str]:
     return labels
 
 
-def _costs(spec, task, measures, *, cache_dir, trust_pickle, image_size=None) -> tuple[dict, float | None]:
+def _costs(spec, task, measures, *, cache_dir, trust_pickle, trust_remote_code=False,
+           image_size=None) -> tuple[dict, float | None]:
     """measure -> FLOPs (None where no formula applies) and the forward FLOPs over both splits (None if unknown),
     for one checkpoint. The features come from the cache that `rank` just filled."""
     from .. import checkpoints
@@ -58,7 +59,8 @@ def _costs(spec, task, measures, *, cache_dir, trust_pickle, image_size=None) ->
     from ..cost import forward_flops, measure_cost
     from ..extract import extract
 
-    checkpoint = at_image_size(checkpoints.load(spec, trust_pickle=trust_pickle), image_size)
+    checkpoint = at_image_size(checkpoints.load(spec, trust_pickle=trust_pickle,
+                                                trust_remote_code=trust_remote_code), image_size)
     train = extract(checkpoint, task, "train", cache_dir=cache_dir, progress=False)
     n, d = int(train.features.shape[0]), int(train.features.shape[1])
     sources = int(train.probs.shape[1]) if train.probs is not None else None
@@ -93,7 +95,7 @@ def _mean(values):
 
 
 def run_task(suite: Suite, group: str, task, *, cache_dir=None, device=None, progress=True,
-             trust_pickle=False, executor=None) -> dict:
+             trust_pickle=False, executor=None, trust_remote_code=False) -> dict:
     """Scores, ground truth, costs and per-task evaluation for one group and task. executor: where the scoring
     and fine-tuning units run (see `neucrab.executors`); costs are measured here from the cached features."""
     from .. import groundtruth as gt
@@ -102,11 +104,13 @@ def run_task(suite: Suite, group: str, task, *, cache_dir=None, device=None, pro
     entries = suite.groups[group]
     specs, names = [e.spec for e in entries], [e.name for e in entries]
     ranking = rank(specs, task, suite.measures, names=names, cache_dir=cache_dir, trust_pickle=trust_pickle,
-                   progress=progress, image_size=suite.image_size, executor=executor)
+                   trust_remote_code=trust_remote_code, progress=progress, image_size=suite.image_size,
+                   executor=executor)
     truths, errors = gt.groundtruth_pool(specs, task, names=names, executor=executor, progress=progress,
                                          cache_dir=cache_dir, lrs=suite.lrs, steps=suite.steps,
                                          batch_size=suite.batch_size, image_size=suite.image_size, seed=suite.seed,
-                                         seeds=suite.seeds, device=device, trust_pickle=trust_pickle)
+                                         seeds=suite.seeds, device=device, trust_pickle=trust_pickle,
+                                         trust_remote_code=trust_remote_code)
     scores = {m: {row.checkpoint: row.scores[m] for row in ranking.rows if m in row.scores} for m in suite.measures}
     accuracies = {name: r.accuracy for name, r in truths.items() if r.accuracy is not None}
     flops, forward, seconds, forward_seconds = {m: [] for m in suite.measures}, [], {}, []
@@ -115,7 +119,7 @@ def run_task(suite: Suite, group: str, task, *, cache_dir=None, device=None, pro
             continue
         try:
             costs, fwd = _costs(entry.spec, task, suite.measures, cache_dir=cache_dir, trust_pickle=trust_pickle,
-                                image_size=suite.image_size)
+                                trust_remote_code=trust_remote_code, image_size=suite.image_size)
         except InputError:
             costs, fwd = dict.fromkeys(suite.measures), None
         for measure in suite.measures:
@@ -361,7 +365,7 @@ def plot_scatter(path: Path, group: str, measures, results: dict[str, dict]) -> 
 
 
 def run_bench(suite: Suite, out, *, cache_dir=None, device=None, progress=True, trust_pickle=False,
-              executor=None) -> dict:
+              executor=None, trust_remote_code=False) -> dict:
     """Run `suite` and write its outputs into `out` (see the module docstring). Returns the JSON document.
     executor: where the units of work run (None or "local": here; "ray" or a `neucrab.executors.RayExecutor`)."""
     from .. import groundtruth as gt
@@ -379,7 +383,8 @@ def run_bench(suite: Suite, out, *, cache_dir=None, device=None, progress=True, 
             per_group[group] = {}
             for label, task in zip(labels, tasks):
                 per_group[group][label] = run_task(suite, group, task, cache_dir=cache_dir, device=device,
-                                                   progress=progress, trust_pickle=trust_pickle, executor=executor)
+                                                   progress=progress, trust_pickle=trust_pickle, executor=executor,
+                                                   trust_remote_code=trust_remote_code)
                 advance(label=f"{group} / {label}")
     out.mkdir(parents=True, exist_ok=True)
     sections = {group: _judge(suite.measures, results) for group, results in per_group.items()}

@@ -16,7 +16,9 @@ Spec forms (command line and Python):
                                             the paper's "From-Scratch" checkpoint
 `timm:convnext_tiny.fb_in1k`                timm model with its hub weights
 `hf:google/vit-base-patch16-224`            Hugging Face hub repository
-`path/to/folder`                            local Hugging Face / sentence-transformers folder
+`path/to/folder`                            local Hugging Face / sentence-transformers folder (one
+                                            whose config `auto_map` names Python code in it needs
+                                            `trust_remote_code=True`: `remote_code.py`)
 `features.npz`                              precomputed features (`PrecomputedCheckpoint`)
 `model.pth` + `trust_pickle=True`           a whole pickled nn.Module (runs code from the file)
 an `nn.Module` object (Python only)         used as is
@@ -56,13 +58,15 @@ FORMS = ("a TorchScript/.pth file, a .onnx file, ARCH=WEIGHTS (e.g. timm:resnet5
 
 
 def load(spec, *, layer: str | None = None, trust_pickle: bool = False, preprocess: Preprocess | None = None,
-         name: str | None = None) -> Checkpoint:
+         name: str | None = None, trust_remote_code: bool = False) -> Checkpoint:
     """Load the checkpoint named by `spec` (see the module docstring for the forms).
 
     layer: module (ONNX: node or tensor) whose output gives the features instead of the head's input.
     trust_pickle: allow unpickling a whole pickled model (runs code from the file; only for trusted files).
     preprocess: preprocessing for checkpoints whose files do not prescribe one.
     name: display name (default: derived from the spec).
+    trust_remote_code: let transformers run the Python code a Hugging Face folder's `auto_map` names (only for
+    folders you trust); without it such a folder is refused.
     Raises InputError, one line naming the spec and what was expected, for anything it cannot load.
     """
     from torch import nn
@@ -78,19 +82,22 @@ def load(spec, *, layer: str | None = None, trust_pickle: bool = False, preproce
         raise InputError(f"checkpoint spec: empty; expected {FORMS}")
     path = Path(text).expanduser()
     if path.exists():
-        return _from_path(path, text, layer=layer, trust_pickle=trust_pickle, preprocess=preprocess, name=name)
+        return _from_path(path, text, layer=layer, trust_pickle=trust_pickle, preprocess=preprocess, name=name,
+                          trust_remote_code=trust_remote_code)
     if text.startswith("packaged:"):
         from .packaged import load_packaged, loads_itself, resolve
 
         if loads_itself(text):  # a backbone packaged.py builds, with its own default layer and preprocessing
             return load_packaged(text, layer=layer, preprocess=preprocess, name=name or text)
-        return load(resolve(text), layer=layer, trust_pickle=trust_pickle, preprocess=preprocess, name=name or text)
+        return load(resolve(text), layer=layer, trust_pickle=trust_pickle, preprocess=preprocess, name=name or text,
+                    trust_remote_code=trust_remote_code)
     if text.startswith("hf:"):
         from .hf import load_hf_folder
         from .hub import hf_repo_files
 
         folder = hf_repo_files(text[3:], text)
-        return load_hf_folder(folder, text, layer=layer, preprocess=preprocess, name=name or text)
+        return load_hf_folder(folder, text, layer=layer, preprocess=preprocess, name=name or text,
+                              trust_remote_code=trust_remote_code)
     if "=" in text:
         arch, _, weights_path = text.partition("=")
         return _from_weights(arch, weights_path, text, layer=layer, trust_pickle=trust_pickle,
@@ -114,14 +121,15 @@ def load(spec, *, layer: str | None = None, trust_pickle: bool = False, preproce
     raise InputError(f"{text}: not a file and not a known spec; expected {FORMS}; architectures: {KNOWN}")
 
 
-def _from_path(path: Path, spec: str, *, layer, trust_pickle, preprocess, name) -> Checkpoint:
+def _from_path(path: Path, spec: str, *, layer, trust_pickle, preprocess, name, trust_remote_code) -> Checkpoint:
     if path.is_dir():
         from .hf import is_hf_folder, load_hf_folder
 
         if not is_hf_folder(path):
             raise InputError(f"{spec}: a folder checkpoint must be a Hugging Face model folder (config.json "
                              "or modules.json); found neither")
-        return load_hf_folder(path, spec, layer=layer, preprocess=preprocess, name=name)
+        return load_hf_folder(path, spec, layer=layer, preprocess=preprocess, name=name,
+                              trust_remote_code=trust_remote_code)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         from .precomputed import load_npz

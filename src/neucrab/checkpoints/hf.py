@@ -24,6 +24,7 @@ from ..errors import InputError
 from ._common import fingerprint, optional_import, sha256_folder
 from .base import Checkpoint, Preprocess
 from .features import OutputFeatures, feature_module_for, get_layer
+from .remote_code import check_custom_code
 from .torch_module import TorchCheckpoint
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model",
@@ -44,8 +45,13 @@ def is_hf_folder(folder: Path) -> bool:
     return (folder / "config.json").is_file() or (folder / "modules.json").is_file()
 
 
-def load_hf_folder(folder: Path, spec: str, *, layer=None, preprocess=None, name=None) -> Checkpoint:
-    """Load a local Hugging Face / sentence-transformers folder as a text or image checkpoint."""
+def load_hf_folder(folder: Path, spec: str, *, layer=None, preprocess=None, name=None,
+                   trust_remote_code: bool = False) -> Checkpoint:
+    """Load a local Hugging Face / sentence-transformers folder as a text or image checkpoint.
+
+    trust_remote_code: let transformers import the Python code the folder's `auto_map` names (see
+    `remote_code.py`); without it such a folder is refused.
+    """
     transformers = optional_import("transformers", spec)
     modules = _read_json(folder / "modules.json", spec) if (folder / "modules.json").is_file() else None
     image_config = folder / "preprocessor_config.json"
@@ -53,18 +59,20 @@ def load_hf_folder(folder: Path, spec: str, *, layer=None, preprocess=None, name
     has_tokenizer = any((folder / f).is_file() for f in _TOKENIZER_FILES)
     name = name or folder.name
     if modules is not None or (has_tokenizer and not image_stats):
-        return _load_text(transformers, folder, modules, spec, layer=layer, name=name)
+        return _load_text(transformers, folder, modules, spec, layer=layer, name=name, trust=trust_remote_code)
     if image_stats:
-        return _load_image(transformers, folder, spec, layer=layer, preprocess=preprocess, name=name)
+        return _load_image(transformers, folder, spec, layer=layer, preprocess=preprocess, name=name,
+                           trust=trust_remote_code)
     raise InputError(
         f"{spec}: a Hugging Face folder needs a tokenizer (text) or a preprocessor_config.json with image_mean "
         "(images); found neither"
     )
 
 
-def _from_pretrained(loader, folder: Path, spec: str):
-    try:
-        return loader.from_pretrained(str(folder))
+def _from_pretrained(loader, folder: Path, spec: str, trust: bool):
+    check_custom_code(folder, spec, trust_remote_code=trust)
+    try:  # trust_remote_code always explicit: transformers must never ask on stdin
+        return loader.from_pretrained(str(folder), trust_remote_code=trust)
     except Exception as error:
         reason = " ".join(str(error).split())[:300] or type(error).__name__
         raise InputError(f"{spec}: transformers could not load the model in {folder}: {reason}") from None
@@ -103,12 +111,12 @@ def preprocess_from_config(config: dict) -> Preprocess:
     )
 
 
-def _load_image(transformers, folder: Path, spec: str, *, layer, preprocess, name) -> TorchCheckpoint:
+def _load_image(transformers, folder: Path, spec: str, *, layer, preprocess, name, trust) -> TorchCheckpoint:
     config = _read_json(folder / "config.json", spec) if (folder / "config.json").is_file() else {}
     architectures = config.get("architectures") or []
     classifier = any(a.endswith("ForImageClassification") for a in architectures)
     loader = transformers.AutoModelForImageClassification if classifier else transformers.AutoModel
-    model = _from_pretrained(loader, folder, spec).eval()
+    model = _from_pretrained(loader, folder, spec, trust).eval()
     if layer is not None or classifier:
         features = feature_module_for(model, layer, spec)
     else:
@@ -209,10 +217,19 @@ def _sentence_transformers_setup(folder: Path, modules: list | None, spec: str):
     """(transformer folder, pooling modes, normalize, max_length or None, lowercase) from an ST folder."""
     if modules is None:
         return folder, ("mean_tokens",), False, None, False
+    if not isinstance(modules, list) or not all(isinstance(e, dict) and isinstance(e.get("type", ""), str)
+                                                for e in modules):
+        raise InputError(f"{spec}: modules.json: expected a list of {{\"type\": ..., \"path\": ...}} objects")
     transformer_dir, pooling, normalize = folder, ("mean_tokens",), False
     for entry in modules:
         kind = entry.get("type", "").rsplit(".", 1)[-1]
-        path = folder / entry.get("path", "")
+        if not entry.get("type", "").startswith("sentence_transformers."):  # custom module code
+            raise InputError(f"{spec}: modules.json in {folder} names the module {entry.get('type')!r}, code from "
+                             "outside sentence-transformers; neucrab builds Transformer, Pooling and Normalize "
+                             "itself and never imports module code, so it cannot load this folder")
+        path = folder / str(entry.get("path", ""))
+        if not path.resolve().is_relative_to(folder.resolve()):  # an untrusted file names what we read
+            raise InputError(f"{spec}: modules.json: module path {entry.get('path')!r} leads outside {folder}")
         if kind == "Transformer":
             transformer_dir = path
         elif kind == "Pooling":
@@ -236,11 +253,11 @@ def _sentence_transformers_setup(folder: Path, modules: list | None, spec: str):
             bool(settings.get("do_lower_case", False)))
 
 
-def _load_text(transformers, folder: Path, modules, spec: str, *, layer, name) -> HFTextCheckpoint:
+def _load_text(transformers, folder: Path, modules, spec: str, *, layer, name, trust) -> HFTextCheckpoint:
     transformer_dir, pooling, normalize, max_length, lowercase = _sentence_transformers_setup(
         folder, modules, spec)
-    tokenizer = _from_pretrained(transformers.AutoTokenizer, transformer_dir, spec)
-    model = _from_pretrained(transformers.AutoModel, transformer_dir, spec).eval()
+    tokenizer = _from_pretrained(transformers.AutoTokenizer, transformer_dir, spec, trust)
+    model = _from_pretrained(transformers.AutoModel, transformer_dir, spec, trust).eval()
     if layer is not None:
         get_layer(model, layer, spec)
     if max_length is None:
