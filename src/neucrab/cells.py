@@ -12,6 +12,19 @@ from enum import Enum
 CSV_FIELDS = ("forward_seconds", "cached", "error")  # a ranking CSV's columns after the measures' scores
 
 
+def measure_columns(header: list[str]) -> list[str]:
+    """The measure columns of a ranking CSV's header: those between `checkpoint` and CSV_FIELDS (a pool
+    manifest's columns come after CSV_FIELDS and are not scores)."""
+    names = [name.strip().lower() for name in header]
+    return list(header[names.index("checkpoint") + 1: names.index(CSV_FIELDS[0])])
+
+
+def manifest_columns(rows) -> list[str]:
+    """The pool manifest columns the rows carry (`Row.manifest`): group first, then the others in the order
+    they first appear."""
+    return sorted(dict.fromkeys(key for row in rows for key in row.manifest), key=lambda key: key != "group")
+
+
 class NoteKind(str, Enum):
     NOT_APPLICABLE = "n/a"  # the measure cannot apply here (no head, single-label measure on a multi-label task)
     FAILED = "error"  # the measure raised on this checkpoint
@@ -71,6 +84,7 @@ class Row:
     has_head: bool | None = None
     error: str | None = None
     draws: dict[str, list[float]] = field(default_factory=dict)  # measure -> values on subsamples (recommend)
+    manifest: dict = field(default_factory=dict)  # a pool manifest row's group and free columns (pool_manifest)
 
     def to_dict(self) -> dict:
         return {
@@ -81,4 +95,5 @@ class Row:
             "cached": self.cached,
             "has_head": self.has_head,
             "error": self.error,
+            "manifest": dict(self.manifest),
         }

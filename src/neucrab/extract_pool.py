@@ -12,16 +12,18 @@ from .tasks import load as load_task
 
 
 def extract_spec(spec, task, splits, *, layer=None, trust_pickle=False, cache_dir=None, batch_size: int = 64,
-                 progress: bool = False, device=None, trust_remote_code=False) -> list[dict]:
+                 progress: bool = False, device=None, trust_remote_code=False, name=None) -> list[dict]:
     """Load the checkpoint `spec` and fill the feature cache for each of `splits` of `task`. device: where
-    torch checkpoints run (default: CUDA when available, else the CPU, as `rank`). Returns one summary per
-    split (the features stay in the cache)."""
+    torch checkpoints run (default: CUDA when available, else the CPU, as `rank`). name: the checkpoint's
+    display name (default: derived from the spec). Returns one summary per split (the features stay in the
+    cache)."""
     from .checkpoints import load as load_checkpoint
     from .checkpoints.base import OnDevice
     from .scoring import default_device
 
     task = load_task(task)
-    checkpoint = load_checkpoint(spec, layer=layer, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
+    checkpoint = load_checkpoint(spec, layer=layer, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code,
+                                 name=name)
     if isinstance(checkpoint, OnDevice):
         checkpoint.to(device or default_device())
     summaries = []
@@ -36,16 +38,21 @@ def extract_spec(spec, task, splits, *, layer=None, trust_pickle=False, cache_di
 
 def extract_pool(specs, task, *, splits=("train", "test"), executor=None, progress: bool = True, cache_dir=None,
                  **options) -> list[tuple[str, list[dict] | None, str | None]]:
-    """Fill the feature cache for every checkpoint spec and split of `task`, run by `executor` (None or "local":
-    here; "ray" or a `neucrab.executors.RayExecutor`: Ray tasks). Returns (spec, summaries, error) per unit in
-    input order. options: layer, trust_pickle, trust_remote_code, batch_size."""
+    """Fill the feature cache for every checkpoint spec (or `neucrab.pool_manifest.PoolEntry` row) and split of
+    `task`, run by `executor` (None or "local": here; "ray" or a `neucrab.executors.RayExecutor`: Ray tasks).
+    Returns (label, summaries, error) per unit in input order, the label being the spec, or a manifest row's
+    name. options: layer, trust_pickle, trust_remote_code, batch_size."""
     from . import executors
     from .pool import PoolUnit, run_pool
+    from .pool_manifest import PoolEntry
 
     executor = executors.resolve(executor)
     groups = [(split,) for split in splits] if executor.remote else [tuple(splits)]
-    units = [PoolUnit(f"{spec} {'+'.join(group)}", {"spec": spec, "splits": group}, spec)
-             for spec in specs for group in groups]
+    labelled = [(item.name, item.spec, {"name": item.name}) if isinstance(item, PoolEntry) else (item, item, {})
+                for item in specs]
+    units = [PoolUnit(f"{label} {'+'.join(group)}", {"spec": spec, "splits": group, **named}, spec)
+             for label, spec, named in labelled for group in groups]
+    labels = [label for label, _, _ in labelled for _ in groups]
     outcomes = run_pool(extract_spec, units, task=load_task(task), task_spec=task, executor=executor,
                         cache_dir=cache_dir, progress=progress, description="extract", **options)
-    return [(unit.kwargs["spec"], outcome.result, outcome.error) for unit, outcome in zip(units, outcomes)]
+    return [(label, outcome.result, outcome.error) for label, outcome in zip(labels, outcomes)]

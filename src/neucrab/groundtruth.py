@@ -308,11 +308,13 @@ def groundtruth_pool(checkpoint_specs, task, *, names=None, executor=None, progr
     name -> error) in input order; a checkpoint that fails is reported in `errors` and the others go on.
     options: groundtruth's keyword arguments (lrs, steps, batch_size, image_size, seed, device, ...)."""
     from .pool import PoolUnit, run_pool
+    from .pool_manifest import split_entries
     from .tasks import load as load_task
 
-    specs = list(checkpoint_specs)
-    names = list(names) if names else [str(spec) if isinstance(spec, (str, os.PathLike)) else f"checkpoint#{i}"
-                                       for i, spec in enumerate(specs)]
+    def label(spec, index: int) -> str:
+        return str(spec) if isinstance(spec, (str, os.PathLike)) else f"checkpoint#{index}"
+
+    specs, names, _ = split_entries(checkpoint_specs, names, label)  # pool manifest rows give their names
     units = [PoolUnit(name, {"checkpoint_spec": spec, "name": name}, spec) for spec, name in zip(specs, names)]
     outcomes = run_pool(groundtruth, units, task=load_task(task), task_spec=task, executor=executor,
                         cache_dir=cache_dir, progress=progress, description="ground truth", **options)

@@ -1,7 +1,8 @@
 """Progress bars on stderr (rich), silent when disabled or when stderr is not a terminal.
 
 All bars share one Console so that a bar opened inside another (a checkpoint's extraction inside the pool's
-progress) nests instead of garbling the terminal.
+progress) nests instead of garbling the terminal. A nested bar is always transient: a pool of hundreds of
+checkpoints shows one bar for the pool and one for the unit at work, not a finished bar per checkpoint.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sys
 from contextlib import contextmanager
 
 _console = None
+_open = [0]  # bars open now: one opened inside another is transient
 
 
 def _stderr_console():
@@ -38,7 +40,7 @@ def progress_bar(total: int, description: str, *, enabled: bool = True, complete
 
     columns = (TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[label]}"))
-    with Progress(*columns, console=_stderr_console(), transient=transient) as progress:
+    with Progress(*columns, console=_stderr_console(), transient=transient or _open[0] > 0) as progress:
         bar = progress.add_task(description, total=total, completed=completed, rate="", label="")
 
         def advance(count: int = 1, label=None) -> None:
@@ -46,4 +48,8 @@ def progress_bar(total: int, description: str, *, enabled: bool = True, complete
             speed = progress.tasks[bar].speed
             progress.update(bar, rate=f"{speed:.1f}/s" if speed else "", label=str(label or ""))
 
-        yield advance
+        _open[0] += 1
+        try:
+            yield advance
+        finally:
+            _open[0] -= 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cells import CSV_FIELDS, Note, NoteKind, Row
+from .cells import CSV_FIELDS, Note, NoteKind, Row, manifest_columns, measure_columns
 from .errors import InputError
 from .scoring import apply_measures, checkpoint_label, resolve_measures, score_checkpoint
 
@@ -86,14 +86,18 @@ class Ranking:
 
     def to_csv(self) -> str:
         """One line per checkpoint: the task, its scores (full precision, empty where there is none), forward
-        seconds, whether features were cached, and the error if any. `neucrab evaluate --scores` reads it."""
+        seconds, whether features were cached, the error if any, then the pool manifest's columns (group and
+        free columns, `neucrab.pool_manifest`) when there are any. `neucrab evaluate --scores` reads it."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["task", "checkpoint", *self.measures, *CSV_FIELDS])
+        carried = manifest_columns(self.rows)
+        header = ["task", "checkpoint", *self.measures, *CSV_FIELDS]
+        writer.writerow(header + [f"manifest.{key}" if key in header else key for key in carried])
         for row in self.rows:
             scores = [repr(row.scores[m]) if m in row.scores else "" for m in self.measures]
+            extra = ["" if row.manifest.get(key) is None else row.manifest[key] for key in carried]
             writer.writerow([self.task, row.checkpoint, *scores, row.seconds.get("forward", ""), row.cached,
-                             row.error or ""])
+                             row.error or "", *extra])
         return buffer.getvalue()
 
     def to_dataframe(self):
@@ -102,19 +106,18 @@ class Ranking:
             import pandas as pd
         except ImportError:
             raise InputError("to_dataframe: pandas is not installed; pip install pandas") from None
+        taken, carried = {"checkpoint", "error", *self.measures}, manifest_columns(self.rows)
         records = [{"checkpoint": row.checkpoint, **{m: row.scores.get(m, np.nan) for m in self.measures},
-                    "error": row.error} for row in self.rows]
+                    "error": row.error, **{f"manifest.{k}" if k in taken else k: row.manifest.get(k) for k in carried}}
+                   for row in self.rows]
         return pd.DataFrame.from_records(records).set_index("checkpoint")
 
 
 def read_csv(text: str) -> dict[str, dict[str, float]]:
     """Parse `Ranking.to_csv` output back to checkpoint -> {measure: score}."""
     reader = csv.DictReader(io.StringIO(text))
-    fixed = {"task", "checkpoint", *CSV_FIELDS}
-    return {
-        record["checkpoint"]: {k: float(v) for k, v in record.items() if k not in fixed and v != ""}
-        for record in reader
-    }
+    measures = measure_columns(reader.fieldnames or [])
+    return {record["checkpoint"]: {m: float(record[m]) for m in measures if record[m] != ""} for record in reader}
 
 
 def sort_rows(rows: list[Row], first_measure: str) -> list[Row]:
@@ -125,7 +128,8 @@ def sort_rows(rows: list[Row], first_measure: str) -> list[Row]:
 
 def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False, layer=None, batch_size=64,
          progress=True, names=None, image_size=None, executor=None, trust_remote_code=False) -> Ranking:
-    """Rank `checkpoints` (specs or modules) for `task` (a spec or a loaded Task) by `measures`.
+    """Rank `checkpoints` (specs, modules, or `neucrab.pool_manifest.PoolEntry` rows, whose names and manifest
+    columns the rows carry) for `task` (a spec or a loaded Task) by `measures`.
 
     Returns a `Ranking`: rows best first by the first measure, per-measure ranks, timings, and agreement
     between measures. Failing checkpoints appear as rows with `error` set. executor: where each checkpoint is
@@ -133,6 +137,7 @@ def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False
     """
     from . import tasks
     from .pool import PoolUnit, run_pool
+    from .pool_manifest import split_entries
     from .recommend import DRAWS, RECIPE, RECOMMENDED, certainty, combine
 
     measures = resolve_measures(measures)
@@ -140,7 +145,7 @@ def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False
     loaded = tasks.load(task)
     if not checkpoints:
         raise InputError("checkpoints: expected at least one checkpoint")
-    names = list(names) if names else [checkpoint_label(spec, i) for i, spec in enumerate(checkpoints)]
+    checkpoints, names, carried = split_entries(checkpoints, names, checkpoint_label)  # manifest rows too
     units = [PoolUnit(name, {"spec": spec, "name": name}, spec) for spec, name in zip(checkpoints, names)]
     outcomes = run_pool(score_checkpoint, units, task=loaded, task_spec=task,
                         executor=executor, cache_dir=cache_dir, progress=progress, description="checkpoints",
@@ -150,6 +155,8 @@ def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False
                         draw_count=DRAWS)
     rows = [outcome.result if outcome.ok else Row(checkpoint=outcome.label, error=outcome.error)
             for outcome in outcomes]
+    for row, columns in zip(rows, carried):
+        row.manifest = dict(columns)
     left_out = combine(rows) if RECOMMENDED in measures else {}
     sure = certainty(rows, left_out) if RECOMMENDED in measures else {}
     return Ranking(task=loaded.name, measures=measures, rows=sort_rows(rows, measures[0]), left_out=left_out,

@@ -57,6 +57,7 @@ def select(checkpoints, task, *, budget: int, shortlist: int = 4, lr: float = DE
     """Rank `checkpoints` with the recommended score (or take `ranking`), then successive halving within
     `budget` fine-tuning steps (see the module docstring)."""
     from .groundtruth import groundtruth
+    from .pool_manifest import split_entries
     from .ranking import rank
     from .recommend import RECOMMENDED
     from .tasks import load as load_task
@@ -64,7 +65,7 @@ def select(checkpoints, task, *, budget: int, shortlist: int = 4, lr: float = DE
     budget, shortlist = check_count(budget, "--budget"), check_count(shortlist, "--shortlist")
     lr = check_learning_rate(lr, "--lr")
     task = load_task(task)
-    names = list(names) if names else [str(spec) for spec in checkpoints]
+    checkpoints, names, _ = split_entries(checkpoints, names)  # pool manifest rows give their names
     if ranking is None:
         ranking = rank(checkpoints, task, [RECOMMENDED], names=names, cache_dir=cache_dir, progress=progress,
                        image_size=image_size, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)

@@ -12,6 +12,7 @@ import html
 from pathlib import Path
 
 from ..cache import atomic_write
+from ..cells import manifest_columns
 from .plot import plot_scores
 
 
@@ -58,6 +59,7 @@ def _heat_map(ranking) -> str:
 
 def _html(ranking, png: bytes) -> str:
     ranks = ranking.ranks()
+    carried = manifest_columns(ranking.rows)  # a pool manifest's group and free columns
     head = "".join(f"<th>{html.escape(m)}</th>" for m in ranking.measures)
     body = []
     for position, row in enumerate(ranking.rows, start=1):
@@ -71,11 +73,14 @@ def _html(ranking, png: bytes) -> str:
             )
             forward = "cached" if row.cached else f"{row.seconds.get('forward', 0.0):.1f}"
             cells += f"<td>{forward}</td>"
+        cells += "".join(f"<td>{html.escape('' if row.manifest.get(k) is None else str(row.manifest[k]))}</td>"
+                         for k in carried)
         body.append(f"<tr><td>{position}</td><td>{html.escape(row.checkpoint)}</td>{cells}</tr>")
     agreement = ", ".join(
         f"{html.escape(m)} {'-' if tau is None else f'{tau:+.2f}'}" for m, tau in ranking.agreement().items()
     )
     image = base64.b64encode(png).decode("ascii")
+    carried_head = "".join(f"<th>{html.escape(key)}</th>" for key in carried)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>neucrab ranking: {html.escape(ranking.task)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -87,7 +92,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(2){{
 {_answer(ranking)}
 <p>Checkpoints best first by <b>{html.escape(ranking.measures[0])}</b>; each cell is score (rank).
 Kendall tau with the first measure: {agreement or "-"}.</p>
-<table><tr><th>#</th><th>checkpoint</th>{head}<th>forward s</th></tr>
+<table><tr><th>#</th><th>checkpoint</th>{head}<th>forward s</th>{carried_head}</tr>
 {"".join(body)}
 </table>
 <h2>How the measures agree (Kendall tau over the checkpoints both score)</h2>

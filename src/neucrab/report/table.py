@@ -16,12 +16,16 @@ def ranking_table(ranking) -> Table:
     table = Table(title=f"neucrab ranking on task {ranking.task} (best first by {ranking.measures[0]})")
     table.add_column("#", justify="right")
     table.add_column("checkpoint", no_wrap=True)
+    grouped = any("group" in row.manifest for row in ranking.rows)  # a pool manifest's group column
+    if grouped:
+        table.add_column("group")
     for measure in ranking.measures:
         table.add_column(f"{measure}\n(rank)", justify="right")
     table.add_column("forward s", justify="right")
     for position, row in enumerate(ranking.rows, start=1):
+        lead = [str(position), row.checkpoint] + ([str(row.manifest.get("group") or "")] if grouped else [])
         if row.error:
-            table.add_row(str(position), row.checkpoint, f"[red]failed: {row.error}[/red]",
+            table.add_row(*lead, f"[red]failed: {row.error}[/red]",
                           *[""] * (len(ranking.measures) - 1), "")
             continue
         cells = []
@@ -34,7 +38,7 @@ def ranking_table(ranking) -> Table:
                 cells.append("[dim]n/a[/dim]" if note.kind is NoteKind.NOT_APPLICABLE else "[red]error[/red]")
         forward = row.seconds.get("forward")
         forward_text = "cached" if row.cached else (f"{forward:.1f}" if forward is not None else "")
-        table.add_row(str(position), row.checkpoint, *cells, forward_text)
+        table.add_row(*lead, *cells, forward_text)
     agreement = ranking.agreement()
     if agreement:
         table.caption = "Kendall tau with " + ranking.measures[0] + ": " + ", ".join(
