@@ -19,6 +19,18 @@ def _exit_code(failures: int) -> int:
     return SOME_FAILED if failures else OK
 
 
+def _pool(args: argparse.Namespace, checkpoints=None) -> list:
+    """The CHECKPOINTs, then the rows of each --pool manifest (neucrab.pool_manifest), names checked unique."""
+    from .pool_manifest import combine, read_manifest
+
+    checkpoints = list(args.checkpoints if checkpoints is None else checkpoints)
+    entries = [entry for manifest in args.pool or () for entry in read_manifest(manifest)]
+    combined = combine(checkpoints, entries)
+    if not combined:
+        raise InputError(f"{args.command}: expected at least one CHECKPOINT or --pool POOL")
+    return combined
+
+
 @contextmanager
 def _executor(args: argparse.Namespace):
     """The executor the --executor options name (see neucrab.executors and docs/ray.md), closed afterwards."""
@@ -83,21 +95,22 @@ def _rank(args: argparse.Namespace) -> int:
     from .ranking import rank
     from .report import ranking_table, write_outputs
 
-    names = None
     checkpoints, task = args.checkpoints, args.task
     if args.example:
         from .example import EXAMPLE_TASK, example_pool
+        from .pool_manifest import PoolEntry
 
-        checkpoints, names = example_pool()
+        checkpoints = [PoolEntry(name, spec) for spec, name in zip(*example_pool())]
         task = task or EXAMPLE_TASK
-    if not checkpoints:
-        raise InputError("rank: expected at least one CHECKPOINT (or --example)")
+    if not checkpoints and not args.pool:
+        raise InputError("rank: expected at least one CHECKPOINT (or --pool POOL, or --example)")
+    checkpoints = _pool(args, checkpoints)
     if not task:
         raise InputError(f"--task: expected a task ({_task_kinds()})")
     with _executor(args) as executor:
         ranking = rank(checkpoints, task, args.measure, cache_dir=args.cache_dir, trust_pickle=args.trust_pickle,
                        trust_remote_code=args.trust_remote_code, layer=args.layer, batch_size=args.batch_size,
-                       progress=not args.no_progress, names=names, image_size=args.image_size, executor=executor)
+                       progress=not args.no_progress, image_size=args.image_size, executor=executor)
     if args.format == "json":
         print(ranking.to_json())
     elif args.format == "csv":
@@ -132,19 +145,20 @@ def _extract(args: argparse.Namespace) -> int:
     from .extract_pool import extract_pool
     from .tasks import load as load_task
 
+    checkpoints = _pool(args)
     task = load_task(args.task)
     if task.skipped:
         print(f"skipped {len(task.skipped)} unreadable file(s), e.g. {task.skipped[0]}", file=sys.stderr)
     splits = ("train", "test") if args.split == "both" else (args.split,)
     with _executor(args) as executor:
         print(f"cache: {args.cache_dir or default_cache_dir()}")
-        outcomes = extract_pool(args.checkpoints, args.task, splits=splits, executor=executor,
+        outcomes = extract_pool(checkpoints, args.task, splits=splits, executor=executor,
                                 progress=not args.no_progress, cache_dir=args.cache_dir, layer=args.layer,
                                 trust_pickle=args.trust_pickle, trust_remote_code=args.trust_remote_code,
                                 batch_size=args.batch_size)
     for spec, summaries, error in outcomes:
         if error is not None:  # one bad checkpoint is reported; the others go on
-            print(f"neucrab: error: {spec}: {error}" if len(args.checkpoints) > 1 else f"neucrab: error: {error}",
+            print(f"neucrab: error: {spec}: {error}" if len(checkpoints) > 1 else f"neucrab: error: {error}",
                   file=sys.stderr)
             continue
         for summary in summaries:
@@ -163,9 +177,10 @@ def _groundtruth(args: argparse.Namespace) -> int:
 
     lrs, steps = gt.check_grid(args.lr or gt.PAPER_LRS, args.steps or gt.PAPER_STEPS)  # before any training
     out = gt.check_output(args.out) if args.out else None
+    checkpoints = _pool(args)
     task = load_task(args.task)
     with _executor(args) as executor:  # one bad checkpoint is reported in its row; the others go on
-        results, errors = gt.groundtruth_pool(args.checkpoints, args.task, names=args.checkpoints, executor=executor,
+        results, errors = gt.groundtruth_pool(checkpoints, args.task, executor=executor,
                                               progress=not args.no_progress, cache_dir=args.cache_dir, lrs=lrs,
                                               steps=steps, batch_size=args.batch_size, image_size=args.image_size,
                                               seed=args.seed, seeds=args.seeds, device=args.device,
@@ -181,7 +196,7 @@ def _groundtruth(args: argparse.Namespace) -> int:
 def _select(args: argparse.Namespace) -> int:
     from .select import select
 
-    chosen = select(args.checkpoints, args.task, budget=args.budget, shortlist=args.shortlist, lr=args.lr,
+    chosen = select(_pool(args), args.task, budget=args.budget, shortlist=args.shortlist, lr=args.lr,
                     batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
                     cache_dir=args.cache_dir, device=args.device, trust_pickle=args.trust_pickle,
                     trust_remote_code=args.trust_remote_code, progress=not args.no_progress)
@@ -241,6 +256,10 @@ def _task_kinds() -> str:
 
 
 CACHE_HELP = "cache root (default $NEUCRAB_CACHE or ~/.cache/neucrab)"
+POOL_HELP = ("checkpoints from a manifest, one per row: a .csv (header name,spec[,group,...]) or .json (array of "
+             "{name, spec, ...}) file, or a folder holding pool.csv or pool.json beside the weights; relative "
+             "paths are resolved against the manifest's folder; other columns are carried into the output; "
+             "repeatable, and added after the CHECKPOINTs (README: Pools of many checkpoints)")
 
 
 def _add_common(parser: argparse.ArgumentParser, *names: str, defaults: dict | None = None) -> None:
@@ -264,6 +283,7 @@ def _add_common(parser: argparse.ArgumentParser, *names: str, defaults: dict | N
                                                          help="let transformers run the Python code a Hugging Face "
                                                          "folder's auto_map names (only folders you trust)"),
         "no-progress": lambda: parser.add_argument("--no-progress", action="store_true", help="no progress bars"),
+        "pool": lambda: parser.add_argument("--pool", action="append", metavar="POOL", help=POOL_HELP),
         "executor": lambda: _add_executor_options(parser),
     }
     for name in names:
@@ -296,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     ranking = commands.add_parser("rank", help="rank checkpoints for a task")
     ranking.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
                          help="FILE (.onnx, TorchScript, .npz), ARCH=WEIGHTS, timm:NAME, hf:NAME or a model DIR")
-    _add_common(ranking, "task", defaults={"task_required": False})
+    _add_common(ranking, "pool", "task", defaults={"task_required": False})
     ranking.add_argument("--measure", action="append", metavar="NAME",
                          help="a measure (repeatable), 'recommended' (neucrab's combined score) or 'all'; "
                               "default: recommended, then nleep and the fast measures")
@@ -310,17 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
     ranking.set_defaults(run=_rank)
 
     extracting = commands.add_parser("extract", help="fill the feature cache for checkpoints and a task")
-    extracting.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint specs, as for rank")
-    _add_common(extracting, "task", "layer")
+    extracting.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT", help="checkpoint specs, as for rank")
+    _add_common(extracting, "pool", "task", "layer")
     extracting.add_argument("--split", choices=("train", "test", "both"), default="both")
     _add_common(extracting, "cache-dir", "batch-size", "trust-pickle", "trust-remote-code", "no-progress", "executor")
     extracting.set_defaults(run=_extract)
 
     truth = commands.add_parser("groundtruth", help="fine-tune over a grid and keep the best test accuracy (the "
                                 "paper's ground truth)")
-    truth.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint specs, as for rank "
+    truth.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT", help="checkpoint specs, as for rank "
                        "(PyTorch ones: ONNX and precomputed features cannot be fine-tuned)")
-    _add_common(truth, "task")
+    _add_common(truth, "pool", "task")
     truth.add_argument("--lr", type=float, action="append", metavar="X",
                        help="a learning rate (repeatable); default the paper's 0.0001 ... 0.5")
     truth.add_argument("--steps", type=int, action="append", metavar="N",
@@ -335,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     selecting = commands.add_parser("select", help="confirm the recommendation within a budget: successive "
                                     "halving of short fine-tunes over the recommended shortlist")
-    selecting.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint specs, as for rank")
-    _add_common(selecting, "task")
+    selecting.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT", help="checkpoint specs, as for rank")
+    _add_common(selecting, "pool", "task")
     selecting.add_argument("--budget", type=int, required=True, metavar="STEPS",
                            help="fine-tuning steps to spend in all (cache hits are free)")
     selecting.add_argument("--shortlist", type=int, default=4, metavar="K", help="how many to confirm (default 4)")

@@ -176,11 +176,12 @@ def _scores_csv(path: Path, text: str) -> list:
 
 
 def _ranking_csv(path: Path, text: str) -> list:
-    """`neucrab rank --format csv` output: task, checkpoint, one column per measure, then CSV_FIELDS."""
-    from ..cells import CSV_FIELDS
+    """`neucrab rank --format csv` output: task, checkpoint, one column per measure, then CSV_FIELDS (then a pool
+    manifest's columns, which are not scores)."""
+    from ..cells import measure_columns
 
     reader = csv.DictReader(io.StringIO(text))
-    measures = [name for name in reader.fieldnames if name not in ("task", "checkpoint", *CSV_FIELDS)]
+    measures = measure_columns(reader.fieldnames)
     tables: dict[str, dict[str, dict[str, float]]] = {}
     for line, row in enumerate(reader, 2):
         if not row["task"] or not row["checkpoint"]:
