@@ -5,6 +5,8 @@ Spec forms (command line and Python):
 ==========================================  ======================================================
 `model.pt` / `model.pth` (TorchScript)      TorchScript archive, recognised by content
 `model.onnx`                                ONNX model, run with onnxruntime
+`model.h5` / `.hdf5` / `.keras`             Keras model file, rebuilt in PyTorch without TensorFlow
+                                            (`keras_torch.py`; Lambda/custom layers refused)
 `timm:resnet50=weights.safetensors`         weights file + architecture (`ARCH=PATH`); weights are
 `efficientnet_lite0=lite0.pth`              `.safetensors`, or `.pth`/`.pt`/`.bin` read with
 `efficientnet_lite=lite2.pth`               `torch.load(weights_only=True)`; `efficientnet_lite`
@@ -53,8 +55,9 @@ __all__ = [
 
 _RANDOM = re.compile(r"(?P<arch>.+):random(?::(?P<seed>\d+))?")
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
-FORMS = ("a TorchScript/.pth file, a .onnx file, ARCH=WEIGHTS (e.g. timm:resnet50=w.safetensors, "
-         "efficientnet_lite0=w.pth), ARCH:random, timm:NAME, hf:ORG/NAME, a Hugging Face folder or a .npz")
+FORMS = ("a TorchScript/.pth file, a .onnx file, a Keras .h5/.keras file, ARCH=WEIGHTS (e.g. "
+         "timm:resnet50=w.safetensors, efficientnet_lite0=w.pth), ARCH:random, timm:NAME, hf:ORG/NAME, "
+         "a Hugging Face folder or a .npz")
 
 
 def load(spec, *, layer: str | None = None, trust_pickle: bool = False, preprocess: Preprocess | None = None,
@@ -137,6 +140,10 @@ def _from_path(path: Path, spec: str, *, layer, trust_pickle, preprocess, name, 
         if layer is not None:
             raise InputError(f"{spec}: layer= does not apply to precomputed features")
         return load_npz(path, spec, name=name)
+    if suffix in (".h5", ".hdf5", ".keras"):
+        from .keras_torch import load_keras
+
+        return load_keras(path, spec, layer=layer, preprocess=preprocess, name=name)
     if suffix == ".onnx":
         from .onnx_model import load_onnx
 

