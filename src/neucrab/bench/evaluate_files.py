@@ -74,6 +74,9 @@ def _read(path) -> tuple[Path, str]:
         return path, path.read_text(encoding="utf-8-sig")
     except OSError as error:
         raise InputError(f"{path}: cannot read the file ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); expected a UTF-8 JSON "
+                         "or CSV file") from None
 
 
 def _json(path: Path, text: str):

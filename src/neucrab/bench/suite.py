@@ -76,10 +76,13 @@ def is_builtin_task(spec: str) -> bool:
 
 def _read(path: Path) -> dict:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise InputError(f"suite {path}: cannot read it ({error.strerror or error}); expected a JSON or TOML "
                          "suite file") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"suite {path}: not UTF-8 text ({error.reason} at byte {error.start}); expected a JSON "
+                         "or TOML suite file") from None
     if path.suffix.lower() == ".toml":
         try:
             import tomllib

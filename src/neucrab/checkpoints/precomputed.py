@@ -7,11 +7,11 @@ in the task's sample order.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .._npz import read_npz
 from ..errors import InputError
 from ._common import fingerprint, require_file, sha256_file
 from .base import Checkpoint
@@ -44,11 +44,7 @@ class PrecomputedCheckpoint(Checkpoint):
 
 def load_npz(path: Path, spec: str, *, name=None) -> PrecomputedCheckpoint:
     path = require_file(path, spec, "a .npz of precomputed features")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            raw = {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise InputError(f"{spec}: not a readable .npz file (truncated or corrupt?): {error}") from None
+    raw = read_npz(path, spec)
     arrays = {}
     for split in SPLITS:
         key = f"features_{split}"

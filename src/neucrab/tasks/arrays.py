@@ -14,11 +14,11 @@ y: N labels of any kind (ints, strings) -> single-label, or an (N, C) 0/1 array 
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .._npz import read_npz
 from ..errors import InputError
 from .base import Task, assemble
 from .items import ImageArray, Rows
@@ -74,12 +74,7 @@ def _label_sets(y: np.ndarray, n: int, names, where: str) -> list[tuple]:
 
 def load_npz(path: Path, *, seed: int, test_fraction: float) -> Task:
     """Load an `.npz` task (see the module docstring)."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            data = {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
-        reason = f"{type(error).__name__}: {error}".splitlines()[0]
-        raise InputError(f"{path}: not a readable .npz ({reason}); expected numpy.savez output") from None
+    data = read_npz(path, str(path))
     found = ", ".join(sorted(data)) or "none"
     if "x" in data and "x_train" not in data:
         wanted = ("x", "y")
