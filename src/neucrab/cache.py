@@ -16,8 +16,11 @@ from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import CacheWriteError
+
 TEMP_PREFIX = ".tmp-"
-STALE_TEMP_SECONDS = 3600  # temp files older than this were left by a killed process
+STALE_TEMP_SECONDS = 3600  # temp files older than this were left by a killed process (on any host)
+_HOST = os.uname().nodename.replace("-", "_") if hasattr(os, "uname") else "host"
 
 
 class CacheWarning(UserWarning):
@@ -50,7 +53,10 @@ def atomic_write(path, data: bytes | str | Callable[[BinaryIO], None]) -> Path:
     create the folder if needed. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
+    sweep_stale_temps(path.parent)
+    # The writer's host and pid in the name let a later run remove what a killed writer left at once.
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-",
+                                    suffix=path.suffix)
     try:
         with os.fdopen(handle, "wb") as stream:
             if callable(data):
@@ -60,20 +66,40 @@ def atomic_write(path, data: bytes | str | Callable[[BinaryIO], None]) -> Path:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         with suppress(OSError):
             os.unlink(temp)
+        if isinstance(error, OSError) and not isinstance(error, CacheWriteError):
+            raise CacheWriteError(path, error) from error
         raise
     fsync_dir(path.parent)
     return path
 
 
+def _writer_is_gone(temp: Path) -> bool:
+    """True when `temp` was made on this host by a process that no longer runs."""
+    host, _, rest = temp.name[len(TEMP_PREFIX):].partition("-")
+    pid = rest.partition("-")[0]
+    if host != _HOST or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
 def sweep_stale_temps(folder: Path, max_age: float = STALE_TEMP_SECONDS) -> None:
-    """Delete temp files in `folder` that a killed process left behind (old enough that no writer owns them)."""
-    if not folder.is_dir():
+    """Delete temp files in `folder` that a killed process left behind: its writer, on this host, no longer
+    runs, or the file is old enough that no writer on any host still owns it."""
+    try:
+        temps = list(Path(folder).glob(TEMP_PREFIX + "*"))
+    except OSError:
         return
     now = time.time()
-    for temp in folder.glob(TEMP_PREFIX + "*"):
+    for temp in temps:
         with suppress(OSError):
-            if now - temp.stat().st_mtime > max_age:
+            if _writer_is_gone(temp) or now - temp.stat().st_mtime > max_age:
                 temp.unlink()

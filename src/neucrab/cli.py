@@ -10,7 +10,7 @@ import argparse
 import sys
 from contextlib import contextmanager
 
-from .errors import InputError
+from .errors import CacheWriteError, InputError
 
 OK, SOME_FAILED, BAD_INPUT, INTERRUPTED = 0, 1, 2, 130
 
@@ -407,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         # Bad input is the user's to fix: one line, no traceback.
         print(f"neucrab: error: {error}", file=sys.stderr)
+        return BAD_INPUT
+    except CacheWriteError as error:
+        print(f"neucrab: {error}", file=sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:
         print("neucrab: interrupted; cached work is kept and the next run resumes from it", file=sys.stderr)

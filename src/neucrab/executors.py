@@ -41,7 +41,7 @@ from typing import Protocol, runtime_checkable
 
 from ._validate import check_count, check_number, check_positive
 from .cache import cache_root
-from .errors import InputError
+from .errors import CacheWriteError, InputError
 
 GPU_MIN_BYTES = 100 * 1024 * 1024
 DEFAULT_MAX_RETRIES = 3
@@ -133,6 +133,8 @@ class LocalExecutor:
             for index, unit in enumerate(units):
                 try:
                     result, error = function(**{**(shared or {}), **unit.kwargs}), None
+                except CacheWriteError:  # the disk's failure, not the unit's: stops the run
+                    raise
                 except Exception as raised:  # reported in the unit's outcome by the pool, as Ray's are
                     result, error = None, raised
                 failures += error is not None

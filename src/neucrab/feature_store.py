@@ -10,6 +10,8 @@ chunks. `cache_key` covers everything that determines the features, so a hit is 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import re
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import CacheWarning, atomic_write, sweep_stale_temps
+from .errors import CacheWriteError
 
 CACHE_FORMAT = 1  # bump when what an entry holds, or how features are computed, changes
 
@@ -97,22 +100,40 @@ class FeatureStore:
         return path
 
     def write_chunk(self, key: str, start: int, stop: int, features: np.ndarray, probs: np.ndarray | None):
+        """Save rows start..stop-1 of an unfinished extraction. Chunks only serve resumption: when another process
+        sharing the cache has finished the entry (and removed the chunks folder, perhaps mid-write), skip it."""
+        if self.entry(key).exists():
+            return
         meta = {"key": key, "format": CACHE_FORMAT, "start": start, "stop": stop}
-        _save_npz(self.partial(key) / f"rows-{start:010d}-{stop:010d}.npz", _arrays(meta, features, probs))
+        try:
+            _save_npz(self.partial(key) / f"rows-{start:010d}-{stop:010d}.npz", _arrays(meta, features, probs))
+        except FileNotFoundError:
+            if not self.entry(key).exists():
+                raise
+        except CacheWriteError as error:
+            if error.errno != errno.ENOENT or not self.entry(key).exists():
+                with contextlib.suppress(OSError):  # leave no empty chunks folder behind (rmdir fails if not)
+                    self.partial(key).rmdir()
+                raise
 
     def read_chunks(self, key: str, rows: int) -> list[tuple[int, int, np.ndarray, np.ndarray | None]]:
         """The saved chunks that cover rows 0..k-1 without a gap, in order. A damaged chunk is deleted with a
         CacheWarning, and so is every chunk after it or after a gap (they cannot be used without it)."""
         folder = self.partial(key)
-        if not folder.is_dir():
+        try:
+            names = list(folder.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        found = sorted((int(m[1]), int(m[2]), p) for p in folder.iterdir() if (m := self._CHUNK.fullmatch(p.name)))
+        found = sorted((int(m[1]), int(m[2]), p) for p in names if (m := self._CHUNK.fullmatch(p.name)))
         chunks, expected, width = [], 0, None
         for position, (start, stop, path) in enumerate(found):
             try:
                 if start != expected or not start < stop <= rows:
                     raise ValueError(f"rows {start}..{stop} do not continue from row {expected}")
-                features, probs, _ = _load_checked(path, key, stop - start)
+                try:
+                    features, probs, _ = _load_checked(path, key, stop - start)
+                except FileNotFoundError:  # another process finished the entry and cleared the chunks
+                    break
                 shape = (features.shape[1], None if probs is None else probs.shape[1])
                 if width is not None and shape != width:
                     raise ValueError(f"widths {shape} differ from the earlier chunks' {width}")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import executors
+from .errors import CacheWriteError
 
 
 @dataclass(frozen=True)
@@ -54,5 +55,7 @@ def run_pool(function: Callable, units: list[PoolUnit], *, task, task_spec=None,
     for index, result, error in executor.map(function, work, shared=arguments, description=description,
                                              progress=progress):
         label = work[index].label
+        if isinstance(error, CacheWriteError):  # a remote unit's full disk stops the run as a local one's does
+            raise error
         outcomes[index] = Outcome(label, result) if error is None else Outcome(label, error=executors.describe(error))
     return outcomes

@@ -12,7 +12,7 @@ import time
 import warnings
 
 from .cells import NoteKind, Row, failed, not_applicable, saturated
-from .errors import InputError
+from .errors import CacheWriteError, InputError
 from .measures import REGISTRY
 from .measures.registry import MeasureInputs, Needs, NotApplicable, SaturationWarning, default_measures
 
@@ -50,6 +50,8 @@ def _compute(info, inputs: MeasureInputs, options: dict):
             score, note = None, not_applicable(str(reason))
         except InputError as error:
             score, note = None, failed(str(error))
+        except CacheWriteError:  # the disk's failure (a fine-tuning run's record): no 'failed' score is cached
+            raise
         except Exception as error:  # one measure's numerical failure must not cost the checkpoint's other scores
             score, note = None, failed(f"{type(error).__name__}: {error}")
     for warning in caught:

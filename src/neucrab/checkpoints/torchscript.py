@@ -17,6 +17,7 @@ Features: TorchScript modules refuse Python hooks, so neucrab uses, in order:
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -43,7 +44,9 @@ def is_torchscript(path: str | Path) -> bool:
 
 def load_torchscript(path: Path, spec: str) -> torch.jit.ScriptModule:
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():  # torch >= 2.14 deprecates TorchScript; users' files still come as it
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as error:  # torch raises RuntimeError with multi-line text for corrupt archives
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{spec}: not a readable TorchScript archive (truncated or corrupt?): {reason}") from None
