@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -75,13 +76,13 @@ def read_keras(path: Path, spec: str) -> KerasModel:
                 if "config.json" not in names:
                     raise InputError(f"{spec}: {path.name} has no config.json; expected a Keras 3 .keras archive")
                 config = _json(archive.read("config.json"), spec, "config.json")
-                metadata = _json(archive.read("metadata.json"), spec, "metadata.json") if (
+                metadata = _json(archive.read("metadata.json"), spec, "metadata.json", model=False) if (
                     "metadata.json" in names) else {}
                 blob = archive.read("model.weights.h5") if "model.weights.h5" in names else None
             version = str(metadata.get("keras_version", "3"))
             store = h5py.File(io.BytesIO(blob), "r") if blob is not None else None
             try:
-                return _parse(path, spec, config, version, lambda name: _keras3_weights(store, name))
+                return _parse(path, spec, config, version, lambda layers: _keras3_weights(store, layers))
             finally:
                 if store is not None:
                     store.close()
@@ -92,10 +93,11 @@ def read_keras(path: Path, spec: str) -> KerasModel:
             config = _json(handle.attrs["model_config"], spec, "model_config")
             version = _text(handle.attrs.get("keras_version", b"2"))
             weights = handle["model_weights"] if "model_weights" in handle else None
-            return _parse(path, spec, config, version, lambda name: _keras2_weights(weights, name))
+            return _parse(path, spec, config, version,
+                          lambda layers: {name: _keras2_weights(weights, name) for name, _ in layers})
     except InputError:
         raise
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as error:
+    except (OSError, RuntimeError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as error:  # h5py: both
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         raise InputError(f"{spec}: cannot read {path.name} as a Keras model file (truncated or not Keras?): "
                          f"{reason}") from None
@@ -109,11 +111,13 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _json(raw, spec: str, what: str) -> dict:
+def _json(raw, spec: str, what: str, model: bool = True) -> dict:
     try:
         document = json.loads(_text(raw))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{spec}: {what} is not valid JSON ({error})") from None
+    if not model and isinstance(document, dict):
+        return document
     if not isinstance(document, dict) or "class_name" not in document:
         raise InputError(f"{spec}: {what}: expected a Keras model config with class_name and config")
     return document
@@ -126,10 +130,36 @@ def _keras2_weights(group, name: str) -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(layer[_text(weight)], dtype=np.float32) for weight in layer.attrs.get("weight_names", []))
 
 
-def _keras3_weights(store, name: str) -> tuple[np.ndarray, ...]:
-    if store is None or f"layers/{name}/vars" not in store:
+def _keras3_weights(store, layers: list[tuple[str, str]]) -> dict[str, tuple[np.ndarray, ...]]:
+    """Layer name -> arrays of a Keras 3 weights file. Keras 3 files each layer under the snake-case name of its
+    class, numbered in the model's layer order (`conv2d`, `conv2d_1`, ...; saving_lib: layer names are not
+    reproducible), not under the layer's own name; files that do use the layer names are read too."""
+    if store is None or "layers" not in store:
+        return {name: () for name, _ in layers}
+    counts: dict[str, int] = {}
+    by_class = {}
+    for name, kind in layers:
+        if kind == "InputLayer":
+            continue
+        base = _snake_case(kind)
+        counts[base] = counts.get(base, -1) + 1
+        by_class[name] = f"{base}_{counts[base]}" if counts[base] else base
+    stored = set(store["layers"]) - {"input_layer"}
+    paths = by_class if stored <= set(by_class.values()) else {name: name for name in by_class}
+    return {name: _keras3_vars(store, f"layers/{paths[name]}/vars") if name in paths else () for name, _ in layers}
+
+
+def _snake_case(name: str) -> str:
+    """Keras's naming.to_snake_case: "SeparableConv2D" -> "separable_conv2d", "ReLU" -> "re_lu"."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _keras3_vars(store, path: str) -> tuple[np.ndarray, ...]:
+    if path not in store:
         return ()
-    variables = store[f"layers/{name}/vars"]
+    variables = store[path]
     return tuple(np.asarray(variables[key], dtype=np.float32) for key in sorted(variables, key=int))
 
 
@@ -148,6 +178,7 @@ def _parse(path: Path, spec: str, config: dict, version: str, weights_of) -> Ker
         output = outputs[0]
     else:
         raise InputError(f"{spec}: model class {kind!r}; expected a Sequential or functional Keras model")
+    weights = weights_of([(entry[0], entry[1]) for entry in layers])
     seen: dict[str, KerasLayer] = {}
     for name, layer_kind, layer_config, inputs, module in layers:
         _check_kind(spec, name, layer_kind, module)
@@ -156,7 +187,7 @@ def _parse(path: Path, spec: str, config: dict, version: str, weights_of) -> Ker
         missing = [source for source in inputs if source not in seen]
         if missing:
             raise InputError(f"{spec}: layer {name!r} reads {missing[0]!r}, which no earlier layer defines")
-        seen[name] = KerasLayer(name, layer_kind, layer_config, tuple(inputs), weights_of(name))
+        seen[name] = KerasLayer(name, layer_kind, layer_config, tuple(inputs), weights[name])
     roots = [layer for layer in seen.values() if layer.kind == "InputLayer"]
     if len(roots) != 1:
         raise InputError(f"{spec}: {len(roots)} input layers; expected one image input")
