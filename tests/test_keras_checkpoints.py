@@ -295,8 +295,10 @@ def test_sequential_grey_model_flattens_in_keras_order_and_reads_luma(tmp_path):
     assert checkpoint.forward(torch.zeros(2, 3, 16, 16))[0].shape == (2, 6)
 
 
-@pytest.mark.parametrize("name", ["functional.keras", "functional.h5", "sequential.keras", "sequential.h5"])
+@pytest.mark.parametrize("name", ["functional.keras", "functional.h5", "sequential.keras", "sequential.h5",
+                                  "activations.keras"])
 def test_files_keras_wrote_give_keras_outputs(name):
+    """activations.keras chains one 1x1 convolution per activation name (Keras 3's definitions)."""
     expected = np.load(DATA / "expected.npz")
     model = name.partition(".")[0]
     checkpoint = nc.load(str(DATA / name), preprocess=HALF)

@@ -8,6 +8,8 @@ tensorflow-cpu h5py && /tmp/tf/bin/python tests/data/keras/make_fixtures.py [pat
   weights, saved by Keras 3 in its .keras zip and legacy HDF5 formats;
 - sequential.keras / sequential.h5: a Sequential grey-input model (Conv2D tanh, MaxPooling2D, Flatten, Dense
   relu, Dropout, Dense without activation);
+- activations.keras: 1x1 convolutions chained, one for each activation name neucrab rebuilds (Keras 3's
+  definitions), then GlobalAveragePooling2D and a Dense softmax head;
 - expected.npz: each model's inputs (uint8 pixels), Keras's outputs and the output of the layer before the head;
   with the fer file, the same for fer's mini-Xception (input pixels, probabilities, pooled add_4).
 """
@@ -70,14 +72,28 @@ def sequential():
     return model, "drop"
 
 
+ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "elu", "selu", "softplus", "softsign", "swish", "silu", "gelu",
+               "exponential", "mish", "hard_swish", "hard_silu", "hard_sigmoid", "leaky_relu", "softmax",
+               "log_softmax", "linear")
+
+
+def activations():
+    x = image = keras.Input((3, 3, 3), name="image")
+    for name in ACTIVATIONS:
+        x = layers.Conv2D(4, 1, activation=name, name=f"act_{name}")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(image, layers.Dense(3, activation="softmax", name="head")(x), name="activations"), "gap"
+
+
 def main():
     rng = np.random.default_rng(0)
     expected = {}
-    for name, build in (("functional", functional), ("sequential", sequential)):
+    for name, build in (("functional", functional), ("sequential", sequential), ("activations", activations)):
         model, before_head = build()
         randomise(model, rng)
         model.save(HERE / f"{name}.keras")
-        model.save(HERE / f"{name}.h5")
+        if name != "activations":
+            model.save(HERE / f"{name}.h5")
         pixels = rng.integers(0, 256, (3, *model.input_shape[1:]), dtype=np.uint8)
         x = (pixels / 255.0 - 0.5) / 0.5
         expected[f"{name}_pixels"] = pixels
