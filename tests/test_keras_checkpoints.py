@@ -443,6 +443,27 @@ def test_truncated_keras_archive_is_one_line(tmp_path):
     one_line_naming(caught.value, str(path))
 
 
+def test_arrays_declared_larger_than_the_file_are_refused_before_allocating(tmp_path):
+    path = write_h5(tmp_path / "huge.h5", keras2_config(TINY_LAYERS), tiny_weights())
+    with h5py.File(path, "a") as handle:  # a 256 GiB kernel with no storage: the file stays small
+        del handle["model_weights/conv1/conv1/kernel:0"]
+        handle.create_dataset("model_weights/conv1/conv1/kernel:0", shape=(1 << 18, 1 << 18), dtype="f4")
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(InputError) as caught:
+        nc.load(str(path))
+    one_line_naming(caught.value, str(path), "'conv1'", "more than the file could hold")
+
+
+def test_zip_member_that_inflates_far_beyond_its_size_is_refused(tmp_path):
+    path = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", json.dumps(keras3_config(TINY_LAYERS)))
+        archive.writestr("model.weights.h5", bytes(16 << 20))  # 16 MiB of zeros: ~16 KiB deflated
+    with pytest.raises(InputError) as caught:
+        nc.load(str(path))
+    one_line_naming(caught.value, str(path), "model.weights.h5", "zip bomb")
+
+
 # ------------------------------------------------------------------------------------------------ fuzzing
 FUZZ = settings(derandomize=True, max_examples=40, deadline=None, database=None, print_blob=False,
                 suppress_health_check=list(HealthCheck))

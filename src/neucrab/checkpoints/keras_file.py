@@ -37,6 +37,10 @@ SUPPORTED = ("InputLayer", "Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Dens
              "ZeroPadding2D", "Rescaling", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
              "Concatenate")
 CODE_LAYERS = ("Lambda", "TFOpLambda", "SlicingOpLambda")
+# Keras stores weights uncompressed; a file declaring far more bytes than it holds (a zip or HDF5 dataset that
+# decompresses, or an HDF5 dataset without storage) is refused before anything that large is allocated.
+EXPANSION = 64
+SLACK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -78,11 +82,17 @@ def read_keras(path: Path, spec: str) -> KerasModel:
                 config = _json(archive.read("config.json"), spec, "config.json")
                 metadata = _json(archive.read("metadata.json"), spec, "metadata.json", model=False) if (
                     "metadata.json" in names) else {}
+                for info in archive.infolist():
+                    if info.file_size > EXPANSION * info.compress_size + SLACK:
+                        raise InputError(f"{spec}: {info.filename} in {path.name} declares {info.file_size} bytes "
+                                         f"from {info.compress_size} compressed; expected a Keras archive, not a "
+                                         "zip bomb")
                 blob = archive.read("model.weights.h5") if "model.weights.h5" in names else None
             version = str(metadata.get("keras_version", "3"))
             store = h5py.File(io.BytesIO(blob), "r") if blob is not None else None
             try:
-                return _parse(path, spec, config, version, lambda layers: _keras3_weights(store, layers))
+                budget = _Budget(spec, len(blob or b""))
+                return _parse(path, spec, config, version, lambda layers: _keras3_weights(store, layers, budget))
             finally:
                 if store is not None:
                     store.close()
@@ -93,8 +103,9 @@ def read_keras(path: Path, spec: str) -> KerasModel:
             config = _json(handle.attrs["model_config"], spec, "model_config")
             version = _text(handle.attrs.get("keras_version", b"2"))
             weights = handle["model_weights"] if "model_weights" in handle else None
+            budget = _Budget(spec, path.stat().st_size)
             return _parse(path, spec, config, version,
-                          lambda layers: {name: _keras2_weights(weights, name) for name, _ in layers})
+                          lambda layers: {name: _keras2_weights(weights, name, budget) for name, _ in layers})
     except InputError:
         raise
     except (OSError, RuntimeError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as error:  # h5py: both
@@ -123,14 +134,29 @@ def _json(raw, spec: str, what: str, model: bool = True) -> dict:
     return document
 
 
-def _keras2_weights(group, name: str) -> tuple[np.ndarray, ...]:
+class _Budget:
+    """Bytes of arrays a file of `size` bytes may declare (EXPANSION times its size, plus SLACK)."""
+
+    def __init__(self, spec: str, size: int):
+        self.spec, self.left = spec, EXPANSION * size + SLACK
+
+    def read(self, dataset, layer: str) -> np.ndarray:
+        declared = int(np.prod(dataset.shape, dtype=np.float64)) * dataset.dtype.itemsize
+        if declared > self.left:
+            raise InputError(f"{self.spec}: layer {layer!r} declares a {dataset.shape} weight array, more than the "
+                             "file could hold; expected the weights Keras saved")
+        self.left -= declared
+        return np.asarray(dataset, dtype=np.float32)
+
+
+def _keras2_weights(group, name: str, budget: _Budget) -> tuple[np.ndarray, ...]:
     if group is None or name not in group:
         return ()
     layer = group[name]
-    return tuple(np.asarray(layer[_text(weight)], dtype=np.float32) for weight in layer.attrs.get("weight_names", []))
+    return tuple(budget.read(layer[_text(weight)], name) for weight in layer.attrs.get("weight_names", []))
 
 
-def _keras3_weights(store, layers: list[tuple[str, str]]) -> dict[str, tuple[np.ndarray, ...]]:
+def _keras3_weights(store, layers: list[tuple[str, str]], budget: _Budget) -> dict[str, tuple[np.ndarray, ...]]:
     """Layer name -> arrays of a Keras 3 weights file. Keras 3 files each layer under the snake-case name of its
     class, numbered in the model's layer order (`conv2d`, `conv2d_1`, ...; saving_lib: layer names are not
     reproducible), not under the layer's own name; files that do use the layer names are read too."""
@@ -146,7 +172,8 @@ def _keras3_weights(store, layers: list[tuple[str, str]]) -> dict[str, tuple[np.
         by_class[name] = f"{base}_{counts[base]}" if counts[base] else base
     stored = set(store["layers"]) - {"input_layer"}
     paths = by_class if stored <= set(by_class.values()) else {name: name for name in by_class}
-    return {name: _keras3_vars(store, f"layers/{paths[name]}/vars") if name in paths else () for name, _ in layers}
+    return {name: _keras3_vars(store, f"layers/{paths[name]}/vars", name, budget) if name in paths else ()
+            for name, _ in layers}
 
 
 def _snake_case(name: str) -> str:
@@ -156,11 +183,11 @@ def _snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _keras3_vars(store, path: str) -> tuple[np.ndarray, ...]:
+def _keras3_vars(store, path: str, layer: str, budget: _Budget) -> tuple[np.ndarray, ...]:
     if path not in store:
         return ()
     variables = store[path]
-    return tuple(np.asarray(variables[key], dtype=np.float32) for key in sorted(variables, key=int))
+    return tuple(budget.read(variables[key], layer) for key in sorted(variables, key=int))
 
 
 def _parse(path: Path, spec: str, config: dict, version: str, weights_of) -> KerasModel:
