@@ -49,9 +49,9 @@ def keras_axis(axis: int, ndim: int) -> int:
 class Activation(nn.Module):
     """A Keras activation by name (see the module docstring); softmax over the channel axis."""
 
-    def __init__(self, name: str, keras3: bool, slope: float = 0.2):
+    def __init__(self, name: str, keras3: bool):
         super().__init__()
-        self.name, self.keras3, self.slope = name, keras3, slope
+        self.name, self.keras3 = name, keras3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         name = self.name
@@ -88,7 +88,7 @@ class Activation(nn.Module):
         if name == "hard_sigmoid":
             return F.relu6(x + 3) / 6 if self.keras3 else torch.clamp(0.2 * x + 0.5, 0, 1)
         if name == "leaky_relu":
-            return F.leaky_relu(x, self.slope)
+            return F.leaky_relu(x, 0.2)  # the activation function's default slope
         raise AssertionError(name)  # names are checked when the network is built
 
 

@@ -62,11 +62,9 @@ class KerasNet(nn.Module):
             self.keys[layer.name] = key
             self.ops[key] = built.op
             if built.activation != "linear":
-                slope = layer.config.get("negative_slope", 0.2) if built.activation == "leaky_relu" else 0.2
-                self.activations[key] = Activation(built.activation, keras3, float(slope))
+                self.activations[key] = Activation(built.activation, keras3)
             graph.append((key, layer.name, tuple(self.keys[source] for source in layer.inputs)))
         self.graph = graph
-        self.names = {key: name for name, key in self.keys.items()}
         self.kinds = {self.keys[layer.name]: layer.kind for layer in model.layers}
         self.input_key, self.output_key = self.keys[model.input_name], self.keys[model.output_name]
         channels = model.input_shape[-1] if model.input_shape else 3
