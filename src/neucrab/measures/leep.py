@@ -22,7 +22,7 @@ import scipy.sparse
 from .. import flops
 from .._validate import as_features, as_probabilities, check_count, check_fraction, check_seed, encode_labels
 from ..errors import InputError
-from .mixture import MAX_ITER, GaussianMixtureEM
+from .mixture import MAX_ITER, mixture_posteriors
 from .pca import pca
 from .registry import FEATURES, SOURCE_PROBS, register
 
@@ -214,7 +214,9 @@ def _nleep_inputs(features, labels, pca_energy, components_per_class):
 
 def _reduce(x: np.ndarray, energy: float, owned: bool) -> np.ndarray:
     """N-LEEP's PCA: scikit-learn's PCA(energy) scores with its sign convention (k-means sees the signs)."""
-    reduced = pca(x, energy=energy, overwrite=owned)
+    # The whole eigendecomposition: LAPACK's divide and conquer is several times faster than its subset
+    # solver on a 1,280 x 1,280 scatter (0.4 s against 3 s here), and no eigenvalue can be missed.
+    reduced = pca(x, energy=energy, overwrite=owned, solver="full")
     if reduced.shape[1] == 0:
         raise InputError("features: every column is constant; N-LEEP needs features that vary across samples")
     return reduced
@@ -241,7 +243,7 @@ def _nleep_cost(n, d, c, sources, test_n, *, reduced_dims=None, iterations=MAX_I
     citation="Li et al., Ranking Neural Checkpoints, CVPR 2021",
     care="seeded mixture (same value twice; nleep_spread reports the seed spread); PCA and EM statistics in "
     "float64; more components than samples refused; constant or duplicate columns and D > N handled by PCA; "
-    "own EM, same fit as scikit-learn, several times faster",
+    "own EM (numpy, or torch float64 on a CUDA GPU), same fit as scikit-learn, over ten times faster",
     multilabel=True,
     cost=_nleep_cost,
     default=0,
@@ -254,6 +256,8 @@ def nleep(features, labels, *, pca_energy=0.8, components_per_class=5, seed=0) -
     mixture with K = components_per_class x C components fitted by EM (k-means initialisation seeded by
     `seed`, one initialisation, max_iter=100, tol=1e-3 on the mean log-likelihood, reg_covar=1e-6); its
     posteriors P(v|x) on the same (training) samples used as theta(x) in LEEP: mean log, as `leep`.
+    The EM runs on the GPU (torch, float64) when torch sees CUDA, else on the CPU; the same fit either way
+    (`neucrab.measures.mixture`).
 
     Parameters
     ----------
@@ -293,7 +297,7 @@ def nleep(features, labels, *, pca_energy=0.8, components_per_class=5, seed=0) -
     seed = check_seed(seed)
     if n_classes == 1:
         return 0.0
-    posteriors = GaussianMixtureEM(_reduce(x, energy, owned), n_components, seed).fit_posteriors()
+    posteriors = mixture_posteriors(_reduce(x, energy, owned), n_components, seed)
     return _leep_from_theta(posteriors, rows, codes, n_classes)
 
 
@@ -318,7 +322,7 @@ def nleep_spread(features, labels, *, seeds=(0, 1, 2, 3, 4), **kwargs) -> np.nda
     reduced = _reduce(x, energy, owned)
     return np.array(
         [
-            _leep_from_theta(GaussianMixtureEM(reduced, n_components, s).fit_posteriors(), rows, codes, n_classes)
+            _leep_from_theta(mixture_posteriors(reduced, n_components, s), rows, codes, n_classes)
             for s in seeds
         ]
     )
