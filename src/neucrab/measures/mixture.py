@@ -39,13 +39,18 @@ DENSE_ABOVE = 0.1
 def _quadratic_features(x: np.ndarray, out: np.ndarray) -> None:
     """Write the transposed features [x_i x_j for i <= j (row-major upper triangle); x] of (n, d) `x`
     into `out` (T + d, n), T = d(d+1)/2. Transposed so that every write is a contiguous block of rows."""
-    xt = x.T
+    xt = np.ascontiguousarray(x.T)  # rows of xt contiguous: each product below streams memory
     d = xt.shape[0]
     start = 0
     for i in range(d):
         np.multiply(xt[i:], xt[i], out=out[start : start + d - i])
         start += d - i
     out[start:] = xt
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bitwise-equal float arrays (then everything computed from them is too)."""
+    return a.shape == b.shape and bool((a == b).all())
 
 
 def kmeans_labels(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
@@ -131,6 +136,7 @@ class GaussianMixtureEM:
         radius2 = float(np.einsum("ij,ij->i", x, x).max())
         self._drop = math.log(_EPS * REG_COVAR) - math.log(4.0 * self.n * max(radius2, 1.0))
         self._floor = math.exp(self._drop)
+        self._previous = None  # (means, covariances, log joint, log-normalisers) of the last E-step
 
     # -- quadratic features
     @staticmethod
@@ -214,6 +220,11 @@ class GaussianMixtureEM:
 
     def _precisions(self) -> None:
         """Factors A_k (A_k^T A_k = P_k) and log-normalisers log w_k - d/2 log 2 pi + 0.5 log|P_k|."""
+        if self._previous is not None and _same(self._previous[1], self.covariances):
+            self.log_norm = self.log_norm - self._log_weights + np.log(self.weights)  # same factors
+            self._log_weights = np.log(self.weights)
+            return
+        self._log_weights = np.log(self.weights)
         with one_blas_thread():  # K small (d, d) factorisations
             try:
                 chol = np.linalg.cholesky(self.covariances)
@@ -228,7 +239,7 @@ class GaussianMixtureEM:
             else:
                 self.factor, log_det = self._precisions_by_eigh()
                 self.triangular = False
-        self.log_norm = np.log(self.weights) - 0.5 * self.d * math.log(2 * math.pi) + log_det
+        self.log_norm = self._log_weights - 0.5 * self.d * math.log(2 * math.pi) + log_det
 
     def _precisions_by_eigh(self):
         """Factors from eigenvalues floored at reg_covar: the fallback for non-positive-definite ones."""
@@ -270,37 +281,56 @@ class GaussianMixtureEM:
 
     def _log_joint_screened(self) -> np.ndarray:
         """Log joint densities with the pairs that cannot matter (see the class docstring) at -inf."""
-        coef, offset = self._coefficients(self._screen_dims)
-        bound = self._quadratic_product(self._screen_dims, coef, transpose=True)
-        bound += offset + self.log_norm
+        dims = self._screen_dims
+        coef, offset = self._coefficients(dims)
+        self._quadratic_product(dims, coef[:, :0], transpose=True)  # builds the cache when it fits
+        cached = self._features.get(dims)
+        # (K, N): component-major, so that np.nonzero lists the kept pairs sorted by component.
+        bound = coef.T @ cached if cached is not None else self._quadratic_product(dims, coef, transpose=True).T
+        bound += (offset + self.log_norm)[:, None]
         # A floor under each sample's largest log joint: the exact values at the component of its best
         # bound and at the one that held it last (the own component, whose bound may not be the best).
-        probes = np.stack([bound.argmax(axis=1), self._last_best], axis=1).ravel()
+        probes = np.stack([bound.argmax(axis=0), self._last_best], axis=1).ravel()
         order = np.argsort(probes, kind="stable")
         floor = np.empty(probes.size)
         floor[order] = self._exact(order // 2, probes[order])
         floor = floor.reshape(self.n, 2).max(axis=1) + self._drop
-        # Slack for the rounding of the expanded bound (far more than its cancellation can lose).
-        keep = bound + (1e-6 * np.abs(bound) + 1.0) >= floor[:, None]
-        comps, rows = np.nonzero(np.ascontiguousarray(keep.T))
+        # Slack for the rounding of the expanded bound: a GEMM of width W errs by at most W eps times the
+        # sum of |terms|, here <= |P_k| (R + |mu_k|)^2 with |P_k| <= |A_k|_F^2 and R the largest |x[:dims]|;
+        # doubled, plus one unit of log-density.
+        radius = float(np.sqrt(np.einsum("ij,ij->i", self.x[:, :dims], self.x[:, :dims]).max()))
+        norm2 = np.einsum("kij,kij->k", self.factor[:, :dims, :dims], self.factor[:, :dims, :dims])
+        reach = (radius + np.linalg.norm(self.means[:, :dims], axis=1)) ** 2
+        slack = 1.0 + 2.0 * self._width(dims) * _EPS * norm2 * reach
+        comps, rows = np.nonzero(bound >= floor[None, :] - slack[:, None])
         values = self._exact(rows, comps)
-        bound.fill(-np.inf)
-        bound[rows, comps] = values
-        return bound
+        log_joint = np.full((self.n, self.k), -np.inf)
+        log_joint[rows, comps] = values
+        return log_joint
 
-    def _e_step(self) -> tuple[np.ndarray, float]:
-        """Return posteriors (N, K) and the mean log-likelihood; the posteriors array is reused in place."""
+    def _e_step(self, keep: bool = True) -> tuple[np.ndarray, float]:
+        """Return posteriors (N, K) and the mean log-likelihood; `keep` the log joint densities for the next."""
         screen = (
             self.triangular
             and self._density < SCREEN_BELOW
             and self._screen_dims < self.d
             and self.n * self.k * self._width(self.d) > SCREEN_WORK
         )
-        log_joint = self._log_joint_screened() if screen else self._log_joint_full()
+        previous = self._previous
+        if previous is not None and _same(previous[0], self.means) and _same(previous[1], self.covariances):
+            # Only the weights moved (as when EM starts at its fixed point: one-hot posteriors reproduce the
+            # k-means statistics): log w_k enters additively, so shift the last log joint densities.
+            log_joint = previous[2] + (self.log_norm - previous[3])
+        else:
+            log_joint = self._log_joint_screened() if screen else self._log_joint_full()
         self._last_best = log_joint.argmax(axis=1)
         peak = log_joint[np.arange(self.n), self._last_best][:, None]
-        log_joint -= peak
-        resp = np.exp(log_joint, out=log_joint)
+        if keep and log_joint.nbytes <= _CACHE_BYTES:  # kept for the next E-step, posteriors in a new array
+            self._previous = (self.means, self.covariances, log_joint, self.log_norm)
+            resp = np.subtract(log_joint, peak)
+        else:
+            resp = np.subtract(log_joint, peak, out=log_joint)
+        np.exp(resp, out=resp)
         total = resp.sum(axis=1, keepdims=True)
         resp /= total
         lower_bound = float(np.mean(peak[:, 0] + np.log(total[:, 0])))  # mean log-sum-exp
@@ -330,6 +360,6 @@ class GaussianMixtureEM:
                 break
         if not self.converged:
             warn_not_converged()
-        posteriors, self.lower_bound = self._e_step()
+        posteriors, self.lower_bound = self._e_step(keep=False)
         posteriors[posteriors < np.finfo(np.float64).tiny] = 0.0  # subnormals: slow, and worth nothing
         return posteriors
