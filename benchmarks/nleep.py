@@ -1,11 +1,11 @@
 """N-LEEP speed and agreement against its plain scikit-learn formulation, in the same process.
 
-Run by hand (not in CI), one configuration per run (each well under 5 minutes on 2 cores):
+Run by hand (not in CI), one configuration per run (a few minutes each on 2 cores; scikit-learn takes most of it):
 
     .venv/bin/python benchmarks/nleep.py --config small                     # 6,000 x 64, 10 classes
     .venv/bin/python benchmarks/nleep.py --config big --skip-family         # 20,000 x 1,280, 100 classes
-    .venv/bin/python benchmarks/nleep.py --config big --members 0 1 2 3     # the big family, in two halves
-    .venv/bin/python benchmarks/nleep.py --config big --members 4 5 6 7 --skip-timing
+    .venv/bin/python benchmarks/nleep.py --config big --members 0 1 2 3 --skip-timing  # the big family in two
+    .venv/bin/python benchmarks/nleep.py --config big --members 4 5 6 7 --skip-timing  # halves (1.5-9 min each)
 
 Reports, for one feature set (measures.py's synthetic CNN features, float32): neucrab's `nleep` time, the
 scikit-learn formulation's (PCA(0.8, svd_solver="full") + GaussianMixture(5 x C, "full") + LEEP of its
