@@ -77,9 +77,36 @@ def test_p_best_counts_the_draws_each_checkpoint_wins():
     b.draws = {"knn": [0.5, 0.5, 0.95], "logme": [2.0, 2.0, 6.0]}
     c.draws = {"knn": [0.1, 0.2, 0.05], "logme": [0.0, 0.1, 0.2]}
     sure = certainty([a, b, c], {}, Recipe(("knn", "logme")))
-    assert sure["p_best"] == pytest.approx({"a": 2 / 3, "b": 1 / 3, "c": 0.0})
+    assert sure["p_best_subsamples"] == pytest.approx({"a": 2 / 3, "b": 1 / 3, "c": 0.0})
     assert sure["indistinguishable"] == ["b"] and sure["draws"] == 3
     assert sure["rank_interval"]["c"] == [3.0, 3.0]
+    assert sum(sure["p_best"].values()) == pytest.approx(1.0)
+    assert sure["p_best"]["a"] > sure["p_best"]["b"] > sure["p_best"]["c"] > 0
+
+
+def test_calibrated_p_best_is_the_mean_softmax_of_the_draws_z_scores():
+    from neucrab.recommend import calibrated_p_best
+
+    z = np.array([[1.0, -1.0, 0.0], [0.0, 0.0, 0.0]])  # draw 2 tells nobody apart: a third each
+    e = np.exp(1.0)
+    by_hand = (np.array([e, 1 / e, 1.0]) / (e + 1 / e + 1) + 1 / 3) / 2
+    assert calibrated_p_best(z, 1.0) == pytest.approx(by_hand)
+    halved = np.array([np.exp(2.0), np.exp(-2.0), 1.0]) / (np.exp(2.0) + np.exp(-2.0) + 1)
+    assert calibrated_p_best(z[:1], 0.5) == pytest.approx(halved)
+    # a cold softmax is the fraction of draws won (the uncalibrated P(best)); a hot one knows nothing
+    assert calibrated_p_best(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), 1e-3) == pytest.approx([2 / 3, 1 / 3])
+    assert calibrated_p_best(z, 1e6) == pytest.approx([1 / 3] * 3, abs=1e-5)
+
+
+def test_draw_z_standardises_each_draw_over_the_pool():
+    from neucrab.recommend import draw_z
+
+    a, b, c = (Row(checkpoint=n) for n in "abc")
+    a.draws, b.draws, c.draws = {"knn": [0.9, 0.5]}, {"knn": [0.6, 0.5]}, {"knn": [0.3, 0.5]}
+    drawn, z = draw_z([a, b, c], {}, Recipe(("knn",)))
+    assert [row.checkpoint for row in drawn] == ["a", "b", "c"]
+    assert z[0] == pytest.approx([np.sqrt(1.5), 0.0, -np.sqrt(1.5)])  # (0.3 apart; population std 0.3*sqrt(2/3))
+    assert z[1] == pytest.approx([0.0, 0.0, 0.0])  # constant in this draw
 
 
 def test_the_report_leads_with_the_recommendation_and_shows_how_measures_agree(tmp_path):

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from .errors import CacheWriteError, InputError
 
 OK, SOME_FAILED, BAD_INPUT, INTERRUPTED = 0, 1, 2, 130
+UNSURE = 0.5  # a calibrated P(best) below this: the terminal suggests confirming by fine-tuning
 
 
 def _exit_code(failures: int) -> int:
@@ -123,13 +124,16 @@ def _rank(args: argparse.Namespace) -> int:
         if recommendation and recommendation["checkpoint"]:  # the answer first, then the evidence
             pick, recipe = recommendation["checkpoint"], " and ".join(recommendation["recipe"]["measures"])
             sure = recommendation["p_best"].get(pick)
-            how_sure = f", P(best) {sure:.2f} over training subsamples" if sure is not None else ""
+            how_sure = f", P(best) {sure:.2f}, calibrated on Mini-NeuCRaB v2" if sure is not None else ""
             console.print(f"[bold]recommended: {escape(pick)}[/bold] (mean pool rank by {recipe}{how_sure})")
-            close = recommendation["indistinguishable"]
+            close, wins = recommendation["indistinguishable"], recommendation["p_best_subsamples"]
             if close:
                 console.print("  cannot be told apart from it at this sample size: " + ", ".join(
-                    f"{escape(name)} (P(best) {recommendation['p_best'][name]:.2f})" for name in close))
-                console.print("  next step: confirm with short fine-tunes (neucrab select CHECKPOINT... --task TASK "
+                    f"{escape(name)} (wins {wins[name]:.0%} of training subsamples)" for name in close))
+            if close or (sure is not None and sure < UNSURE):
+                runner_up = sorted(recommendation["p_best"], key=recommendation["p_best"].get)[-2:-1]
+                console.print("  next step: confirm with short fine-tunes of the shortlist (neucrab select "
+                              f"{' '.join(escape(n) for n in [pick, *(close or runner_up)])} --task TASK "
                               "--budget STEPS)")
             for measure, reason in recommendation["left_out"].items():
                 console.print(f"  left out of the combination: {measure}: {reason}")

@@ -43,7 +43,9 @@ class Ranking:
         scored = [row for row in self.rows if RECOMMENDED in row.scores]
         return {"checkpoint": scored[0].checkpoint if scored else None, "recipe": {
             "measures": list(RECIPE.measures), "how": RECIPE.how}, "left_out": dict(self.left_out),
-            "p_best": self.certainty.get("p_best", {}), "rank_interval": self.certainty.get("rank_interval", {}),
+            "p_best": self.certainty.get("p_best", {}),
+            "p_best_subsamples": self.certainty.get("p_best_subsamples", {}),
+            "rank_interval": self.certainty.get("rank_interval", {}),
             "indistinguishable": self.certainty.get("indistinguishable", [])}
 
     def ranks(self) -> dict[str, dict[str, int]]:

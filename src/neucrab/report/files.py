@@ -31,7 +31,7 @@ def _answer(ranking) -> str:
     left = "".join(f"<li>{html.escape(m)}: {html.escape(r)}</li>" for m, r in recommendation["left_out"].items())
     recipe = html.escape(", ".join(recommendation["recipe"]["measures"]))
     return (f'<h2>Recommended: {html.escape(recommendation["checkpoint"])}</h2>{unsure}'
-            f"<p>P(best) over training subsamples (recipe: {recipe}):</p>{''.join(bars)}"
+            f"<p>P(best), calibrated on Mini-NeuCRaB v2 (recipe: {recipe}):</p>{''.join(bars)}"
             + (f"<p>Left out of the combination:</p><ul>{left}</ul>" if left else ""))
 
 
