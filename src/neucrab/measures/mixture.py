@@ -8,18 +8,13 @@ regularisation and stopping rule as scikit-learn, computed over ten times faster
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import scipy.sparse
 
 from ..errors import InputError
 from ..threads import one_blas_thread
-
-# scikit-learn's GaussianMixture defaults, which Google's N-LEEP reference code uses unchanged.
-MAX_ITER = 100
-TOL = 1e-3
-REG_COVAR = 1e-6
+from .mixture_init import MAX_ITER, REG_COVAR, TOL, kmeans_labels, warn_not_converged
 
 _EPS = np.finfo(np.float64).eps
 # Bound on the float64 buffer of quadratic features built per chunk in the E-step (bytes).
@@ -53,19 +48,6 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool((a == b).all())
 
 
-def kmeans_labels(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
-    """scikit-learn's GaussianMixture initialisation: the labels of a seeded KMeans(n_init=1)."""
-    from sklearn.cluster import KMeans
-    from sklearn.exceptions import ConvergenceWarning
-
-    with warnings.catch_warnings(), one_blas_thread():
-        # Fewer distinct points than clusters: k-means says so; empty components are handled by the EM.
-        # One BLAS thread: k-means++ makes K skinny products where threads only synchronise (Lloyd's
-        # iterations already run one BLAS thread per OpenMP worker); same labels either way.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return KMeans(n_clusters=n_components, n_init=1, random_state=seed).fit(x).labels_
-
-
 def em_device() -> str | None:
     """Where `mixture_posteriors` fits: "cuda" when torch sees a GPU, else None (numpy on the CPU)."""
     import torch
@@ -82,17 +64,6 @@ def mixture_posteriors(x: np.ndarray, n_components: int, seed: int, device: str 
     from .mixture_torch import TorchGaussianMixtureEM
 
     return TorchGaussianMixtureEM(x, n_components, seed, device).fit_posteriors()
-
-
-def warn_not_converged() -> None:
-    from sklearn.exceptions import ConvergenceWarning
-
-    warnings.warn(
-        f"nleep: the Gaussian mixture did not converge in {MAX_ITER} EM iterations (tol {TOL}); "
-        "using the last iterate, as scikit-learn does",
-        ConvergenceWarning,
-        stacklevel=4,
-    )
 
 
 class GaussianMixtureEM:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .mixture import MAX_ITER, REG_COVAR, TOL, kmeans_labels, warn_not_converged
+from .mixture_init import MAX_ITER, REG_COVAR, TOL, kmeans_labels, warn_not_converged
 
 _EPS = float(np.finfo(np.float64).eps)
 # Bound on the (components, N, d) float64 block built per batch of components (bytes).
