@@ -62,16 +62,36 @@ def test_budget_replay_by_hand(tmp_path):
     order = ["c", "a", "b", "d", "e", "f", "g", "h", "i", "j"]
     rank_score = {name: float(len(order) - i) for i, name in enumerate(order)}
     scores = {"knn": rank_score, "logme": rank_score}
-    runs = {name: [{"lr": lr, "steps": s, "accuracy": truth[name] * (0.5 if s == 10 else 1.0)}
-                   for lr in (0.01, 0.1) for s in (10, 30)] for name in truth}
+
+    def accuracy(name, lr, steps):  # lr 0.01 orders like the truth, lr 0.1 backwards; short runs at half
+        return (truth[name] if lr == 0.01 else 1 - truth[name]) * (0.5 if steps == 10 else 1.0)
+
+    runs = {name: [{"lr": lr, "steps": s, "accuracy": accuracy(name, lr, s)} for lr in (0.01, 0.1) for s in (10, 30)]
+            for name in truth}
     (tmp_path / "groundtruth" / "g").mkdir(parents=True)
-    (tmp_path / "groundtruth" / "g" / "t.json").write_text(json.dumps({"runs": runs}))
+    for task in ("t1", "t2"):
+        (tmp_path / "groundtruth" / "g" / f"{task}.json").write_text(json.dumps({"runs": runs}))
+    pool = {"accuracies": truth, "scores": scores}
     (tmp_path / "results.json").write_text(json.dumps({
-        "sweep": {"steps": [10, 30], "lrs": [0.01, 0.1]},
-        "groups": {"g": {"t": {"accuracies": truth, "scores": scores}}}}))
-    report = replay(tmp_path, lr=0.01)["strategies"]
-    assert report["recommendation alone"]["recall@1"] == 0.0  # c
-    assert report["even: every checkpoint the short run"]["recall@1"] == 1.0
-    # full sweep 10 x 2 x 30 = 600; at 10% (60 steps) k = 2 fits (2 x 10 + 1 x 30 = 50): c, a -> a wins
-    assert report["successive halving at 10%"] == {"recall@1": 1.0, "rel@1": 1.0, "cost": pytest.approx(50 / 600)}
-    assert report["successive halving at 5%"]["recall@1"] == 0.0  # nothing fits: the recommendation alone
+        "sweep": {"steps": [10, 30], "lrs": [0.01, 0.1]}, "groups": {"g": {"t1": pool, "t2": pool}}}))
+    report = replay(tmp_path)
+    strategies = report["strategies"]
+    assert strategies["recommendation alone"]["recall@1"] == 0.0  # c
+    assert strategies["even: every checkpoint 10 steps at lr 0.01"]["recall@1"] == 1.0
+    assert strategies["even: every checkpoint 10 steps at lr 0.1"]["recall@1"] == 0.0  # j looks best
+    # full sweep 10 x 2 x 30 = 600 steps. At 10% (60): halving k = 2 (2 x 10 + 1 x 30 = 50; k = 3 costs 90);
+    # long k = 2 (60); short k = 6 (60); sweep k = 1 (2 x 30 each): nothing fits, the recommendation alone.
+    assert strategies["halving at 10%, lr 0.01"] == {"recall@1": 1.0, "rel@1": 1.0, "cost": pytest.approx(50 / 600)}
+    assert strategies["long at 10%, lr 0.01"] == {"recall@1": 1.0, "rel@1": 1.0, "cost": pytest.approx(60 / 600)}
+    assert strategies["short at 10%, lr 0.01"]["cost"] == pytest.approx(60 / 600)
+    assert strategies["long at 10%, lr 0.1"] == {"recall@1": 0.0, "rel@1": pytest.approx(0.7 / 0.9),
+                                                 "cost": pytest.approx(60 / 600)}  # c (0.3) over a (0.1)
+    assert strategies["sweep at 10%, every lr"] == {"recall@1": 0.0, "rel@1": pytest.approx(0.7 / 0.9), "cost": 0.0}
+    # at 20% (120) the sweep affords k = 2 at both rates: c's best run 0.7, a's 0.9
+    assert strategies["sweep at 20%, every lr"] == {"recall@1": 1.0, "rel@1": 1.0, "cost": pytest.approx(120 / 600)}
+    assert strategies["halving at 5%, lr 0.01"]["cost"] == 0.0  # nothing fits in 30 steps
+    assert strategies["best zero-fine-tuning measure in hindsight (knn)"]["recall@1"] == 0.0
+    held_out = report["leave_one_task_out"]["10%"]  # chosen on t2, scored on t1 and the other way round
+    assert held_out["chosen"] == {"t1": "halving at 10%, lr 0.01", "t2": "halving at 10%, lr 0.01"}
+    assert held_out["recall@1"] == 1.0 and held_out["recommendation_recall@1"] == 0.0
+    assert held_out["sign_test"]["wins"] == 2 and held_out["sign_test"]["losses"] == 0

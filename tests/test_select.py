@@ -23,6 +23,15 @@ def test_schedule_halves_the_checkpoints_and_doubles_the_steps_within_the_budget
         schedule(4, 3)
 
 
+def test_the_equal_schedule_gives_each_of_the_shortlist_an_equal_share_in_one_round():
+    assert schedule(4, 800, "equal") == [(4, 200)]
+    assert schedule(3, 100, "equal") == [(3, 33)]  # 100 // 3; the remainder is not spent
+    with pytest.raises(InputError, match="--budget 2"):
+        schedule(3, 2, "equal")
+    with pytest.raises(InputError, match="--schedule thirds: expected one of equal, halving"):
+        schedule(3, 100, "thirds")
+
+
 def test_select_picks_the_best_short_run_and_counts_what_it_trained(tmp_path):
     task = load("digits:300")
     folder = tmp_path / "nets"
@@ -47,5 +56,6 @@ def test_select_picks_the_best_short_run_and_counts_what_it_trained(tmp_path):
                    device="cpu", progress=False)
     assert again.spent_steps == 0 and again.pick == chosen.pick  # every run from the cache
     assert main(["select", *specs, "--task", "digits:300", "--budget", "40", "--shortlist", "2", "--lr", "0.1",
+                 "--schedule", "halving",
                  "--image-size", "8", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
                  "--no-progress"]) == 0

@@ -201,6 +201,7 @@ def _select(args: argparse.Namespace) -> int:
     from .select import select
 
     chosen = select(_pool(args), args.task, budget=args.budget, shortlist=args.shortlist, lr=args.lr,
+                    how=args.schedule,
                     batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
                     cache_dir=args.cache_dir, device=args.device, trust_pickle=args.trust_pickle,
                     trust_remote_code=args.trust_remote_code, progress=not args.no_progress)
@@ -357,14 +358,20 @@ def build_parser() -> argparse.ArgumentParser:
                 "no-progress", "executor", defaults={"batch_size": 512})
     truth.set_defaults(run=_groundtruth)
 
-    selecting = commands.add_parser("select", help="confirm the recommendation within a budget: successive "
-                                    "halving of short fine-tunes over the recommended shortlist")
+    from .select import DEFAULT_LR, DEFAULT_SCHEDULE, SCHEDULES
+
+    selecting = commands.add_parser("select", help="confirm the recommendation within a budget: short "
+                                    "fine-tunes of the recommended shortlist")
     selecting.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT", help="checkpoint specs, as for rank")
     _add_common(selecting, "pool", "task")
     selecting.add_argument("--budget", type=int, required=True, metavar="STEPS",
                            help="fine-tuning steps to spend in all (cache hits are free)")
     selecting.add_argument("--shortlist", type=int, default=4, metavar="K", help="how many to confirm (default 4)")
-    selecting.add_argument("--lr", type=float, default=0.01, help="learning rate of the short runs (default 0.01)")
+    selecting.add_argument("--schedule", choices=SCHEDULES, default=DEFAULT_SCHEDULE,
+                           help="equal: each of the shortlist budget/K steps, the best wins; halving: successive "
+                                f"halving (default {DEFAULT_SCHEDULE}, chosen on Mini-NeuCRaB: docs/mini-neucrab.md)")
+    selecting.add_argument("--lr", type=float, default=DEFAULT_LR,
+                           help=f"learning rate of the runs (default {DEFAULT_LR:g})")
     selecting.add_argument("--seed", type=int, default=0)
     _add_common(selecting, "batch-size", "image-size", "device", "cache-dir", "trust-pickle", "trust-remote-code",
                 "no-progress", defaults={"batch_size": 32})
