@@ -20,6 +20,18 @@ def _exit_code(failures: int) -> int:
     return SOME_FAILED if failures else OK
 
 
+def _use_example(args: argparse.Namespace) -> None:
+    """--example: the built-in pool (and its task and image size, unless given) in place of CHECKPOINTs."""
+    if args.example:
+        from .example import EXAMPLE_IMAGE_SIZE, EXAMPLE_TASK, example_entries
+
+        if args.checkpoints:
+            raise InputError(f"{args.command} --example: expected no CHECKPOINT (the example brings its pool)")
+        args.checkpoints = example_entries()
+        args.task = args.task or EXAMPLE_TASK
+        args.image_size = args.image_size or EXAMPLE_IMAGE_SIZE
+
+
 def _pool(args: argparse.Namespace, checkpoints=None) -> list:
     """The CHECKPOINTs, then the rows of each --pool manifest (neucrab.pool_manifest), names checked unique."""
     from .pool_manifest import combine, read_manifest
@@ -96,13 +108,8 @@ def _rank(args: argparse.Namespace) -> int:
     from .ranking import rank
     from .report import ranking_table, write_outputs
 
+    _use_example(args)
     checkpoints, task = args.checkpoints, args.task
-    if args.example:
-        from .example import EXAMPLE_TASK, example_pool
-        from .pool_manifest import PoolEntry
-
-        checkpoints = [PoolEntry(name, spec) for spec, name in zip(*example_pool())]
-        task = task or EXAMPLE_TASK
     if not checkpoints and not args.pool:
         raise InputError("rank: expected at least one CHECKPOINT (or --pool POOL, or --example)")
     checkpoints = _pool(args, checkpoints)
@@ -131,17 +138,47 @@ def _rank(args: argparse.Namespace) -> int:
                 console.print("  cannot be told apart from it at this sample size: " + ", ".join(
                     f"{escape(name)} (wins {wins[name]:.0%} of training subsamples)" for name in close))
             if close or (sure is not None and sure < UNSURE):
-                runner_up = sorted(recommendation["p_best"], key=recommendation["p_best"].get)[-2:-1]
-                console.print("  next step: confirm with short fine-tunes of the shortlist (neucrab select "
-                              f"{' '.join(escape(n) for n in [pick, *(close or runner_up)])} --task TASK "
-                              "--budget STEPS)")
+                shortlist = 1 + max(1, len(close))  # the pick and what cannot be told from it, or the runner-up
+                console.print(f"  next step: confirm by fine-tuning the top {shortlist}: "
+                              f"{escape(_select_command(args, shortlist))}")
             for measure, reason in recommendation["left_out"].items():
                 console.print(f"  left out of the combination: {measure}: {reason}")
+        if args.example:
+            _print_example_check(console, ranking, args)
         console.print(ranking_table(ranking))
     if args.out:
         paths = write_outputs(ranking, args.out)
         print(f"report: {paths['report.html']} (also ranking.json, ranking.csv, scores.png)", file=sys.stderr)
     return _exit_code(sum(bool(row.error) for row in ranking.rows))
+
+
+def _select_command(args: argparse.Namespace, shortlist: int) -> str:
+    """The `neucrab select` command line that confirms this ranking's top `shortlist` (same pool and task)."""
+    import shlex
+
+    if args.example:
+        return f"neucrab select --example --shortlist {shortlist} --budget STEPS"
+    pool = [shlex.quote(spec) for spec in args.checkpoints] + [f"--pool {shlex.quote(p)}" for p in args.pool or ()]
+    size = f" --image-size {args.image_size}" if args.image_size else ""
+    return (f"neucrab select {' '.join(pool)} --task {shlex.quote(args.task)}{size} --shortlist {shortlist} "
+            "--budget STEPS")
+
+
+def _print_example_check(console, ranking, args: argparse.Namespace) -> None:
+    """How the recommendation did against the example's committed ground truth (same task and image size only)."""
+    from rich.markup import escape
+
+    from .example import EXAMPLE_IMAGE_SIZE, EXAMPLE_TASK, GROUNDTRUTH_COMMAND, check_against_groundtruth
+
+    if args.task != EXAMPLE_TASK or args.image_size != EXAMPLE_IMAGE_SIZE:
+        return
+    check = check_against_groundtruth(ranking)
+    if check is None:
+        return
+    outcome = "the true best" if check["pick_place"] == 1 else f"number {check['pick_place']} of {check['checkpoints']}"
+    console.print(f"  against fine-tuning ({GROUNDTRUTH_COMMAND.split(' --out')[0]}): the pick is {outcome} "
+                  f"({check['pick_accuracy']:.3f} test accuracy); the best: {escape(' and '.join(check['best']))} "
+                  f"({check['best_accuracy']:.3f})")
 
 
 def _extract(args: argparse.Namespace) -> int:
@@ -181,6 +218,9 @@ def _groundtruth(args: argparse.Namespace) -> int:
 
     lrs, steps = gt.check_grid(args.lr or gt.PAPER_LRS, args.steps or gt.PAPER_STEPS)  # before any training
     out = gt.check_output(args.out) if args.out else None
+    _use_example(args)
+    if not args.task:
+        raise InputError(f"--task: expected a task ({_task_kinds()})")
     checkpoints = _pool(args)
     task = load_task(args.task)
     with _executor(args) as executor:  # one bad checkpoint is reported in its row; the others go on
@@ -200,6 +240,9 @@ def _groundtruth(args: argparse.Namespace) -> int:
 def _select(args: argparse.Namespace) -> int:
     from .select import select
 
+    _use_example(args)
+    if not args.task:
+        raise InputError(f"--task: expected a task ({_task_kinds()})")
     chosen = select(_pool(args), args.task, budget=args.budget, shortlist=args.shortlist, lr=args.lr,
                     how=args.schedule,
                     batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
@@ -290,6 +333,9 @@ def _add_common(parser: argparse.ArgumentParser, *names: str, defaults: dict | N
         "no-progress": lambda: parser.add_argument("--no-progress", action="store_true", help="no progress bars"),
         "pool": lambda: parser.add_argument("--pool", action="append", metavar="POOL", help=POOL_HELP),
         "executor": lambda: _add_executor_options(parser),
+        "example": lambda: parser.add_argument("--example", action="store_true", help="the built-in real pool "
+                                               "(EfficientNet-Lite0/1/2, from-scratch, RapidOCR) on digits:400 at "
+                                               "64 px, in place of CHECKPOINTs and the default --task"),
     }
     for name in names:
         declared[name]()
@@ -321,15 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     ranking = commands.add_parser("rank", help="rank checkpoints for a task")
     ranking.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
                          help="FILE (.onnx, TorchScript, .npz), ARCH=WEIGHTS, timm:NAME, hf:NAME or a model DIR")
-    _add_common(ranking, "pool", "task", defaults={"task_required": False})
+    _add_common(ranking, "pool", "task", "example", defaults={"task_required": False})
     ranking.add_argument("--measure", action="append", metavar="NAME",
                          help="a measure (repeatable), 'recommended' (neucrab's combined score) or 'all'; "
                               "default: recommended, then nleep and the fast measures")
     ranking.add_argument("--format", choices=("table", "json", "csv"), default="table",
                          help="json and csv are what `neucrab evaluate --scores` reads")
     ranking.add_argument("--out", metavar="DIR", help="also write ranking.json, ranking.csv, scores.png, report.html")
-    ranking.add_argument("--example", action="store_true",
-                         help="rank the built-in real pool (EfficientNet-Lite0/1/2, from-scratch, RapidOCR) on digits")
     _add_common(ranking, "layer", "cache-dir", "batch-size", "image-size", "trust-pickle", "trust-remote-code",
                 "no-progress", "executor")
     ranking.set_defaults(run=_rank)
@@ -345,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "paper's ground truth)")
     truth.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT", help="checkpoint specs, as for rank "
                        "(PyTorch ones: ONNX and precomputed features cannot be fine-tuned)")
-    _add_common(truth, "pool", "task")
+    _add_common(truth, "pool", "task", "example", defaults={"task_required": False})
     truth.add_argument("--lr", type=float, action="append", metavar="X",
                        help="a learning rate (repeatable); default the paper's 0.0001 ... 0.5")
     truth.add_argument("--steps", type=int, action="append", metavar="N",
@@ -363,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     selecting = commands.add_parser("select", help="confirm the recommendation within a budget: short "
                                     "fine-tunes of the recommended shortlist")
     selecting.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT", help="checkpoint specs, as for rank")
-    _add_common(selecting, "pool", "task")
+    _add_common(selecting, "pool", "task", "example", defaults={"task_required": False})
     selecting.add_argument("--budget", type=int, required=True, metavar="STEPS",
                            help="fine-tuning steps to spend in all (cache hits are free)")
     selecting.add_argument("--shortlist", type=int, default=4, metavar="K", help="how many to confirm (default 4)")

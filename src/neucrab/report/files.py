@@ -49,7 +49,7 @@ def _heat_map(ranking) -> str:
             if tau != tau:  # NaN: too few checkpoints or a constant score
                 row.append('<td class="na">-</td>')
                 continue
-            shade = int(255 * (1 - abs(tau)))
+            shade = int(255 - 175 * abs(tau))  # at most this dark, so the black figure stays readable
             colour = f"rgb({shade},{shade},255)" if tau >= 0 else f"rgb(255,{shade},{shade})"
             row.append(f'<td style="background:{colour}">{tau:+.2f}</td>')
         cells.append(f"<tr>{''.join(row)}</tr>")
@@ -85,6 +85,7 @@ def _html(ranking, png: bytes) -> str:
 <html><head><meta charset="utf-8"><title>neucrab ranking: {html.escape(ranking.task)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(2){{text-align:left}}
+img{{max-width:100%;height:auto}}
 .na{{color:#999}}.error{{color:#b00;text-align:left}}.bar{{margin:2px 0}}
 .bar .name{{display:inline-block;width:22em}}.bar .fill{{display:inline-block;height:0.9em;background:#36c}}
 </style></head><body>
