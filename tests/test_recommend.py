@@ -117,6 +117,7 @@ def test_the_report_leads_with_the_recommendation_and_shows_how_measures_agree(t
 
     pool = rows(knn=[0.9, 0.5, 0.1], logme=[1.0, 3.0, 2.0])
     combine(pool, Recipe(("knn",)))
+    pool[2].notes["logme"] = saturated("logme: a made-up saturation")
     ranking = Ranking(task="t", measures=[RECOMMENDED, "knn", "logme"], rows=pool,
                       certainty={"p_best": {"c0": 0.7, "c1": 0.3, "c2": 0.0}, "indistinguishable": ["c1"]})
     page = (write_outputs(ranking, tmp_path)["report.html"]).read_text()
@@ -142,3 +143,5 @@ def test_the_report_leads_with_the_recommendation_and_shows_how_measures_agree(t
     assert page.index("width:210px") < page.index("width:90px")  # P(best) bars, largest first (300 px = 1)
     # knn and logme order the three checkpoints c0 > c1 > c2 and c1 > c2 > c0: Kendall tau -1/3
     assert "-0.33" in text.cells and "+1.00" in text.cells
+    assert "2 (2) saturated" in text.cells and "3 (1)" in text.cells  # a saturated score is flagged, not hidden
+    assert 'title="saturated: logme: a made-up saturation"' in page

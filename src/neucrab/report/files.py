@@ -67,7 +67,9 @@ def _html(ranking, png: bytes) -> str:
             cells = f'<td colspan="{len(ranking.measures) + 1}" class="error">failed: {html.escape(row.error)}</td>'
         else:
             cells = "".join(
-                f"<td>{row.scores[m]:.4g} ({ranks[m][row.checkpoint]})</td>" if m in row.scores
+                (f'<td class="saturated" title="{html.escape(row.notes[m])}">{row.scores[m]:.4g} '
+                 f"({ranks[m][row.checkpoint]}) saturated</td>" if m in row.notes else
+                 f"<td>{row.scores[m]:.4g} ({ranks[m][row.checkpoint]})</td>") if m in row.scores
                 else f'<td class="na" title="{html.escape(row.notes.get(m, ""))}">n/a</td>'
                 for m in ranking.measures
             )
@@ -86,7 +88,7 @@ def _html(ranking, png: bytes) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(2){{text-align:left}}
 img{{max-width:100%;height:auto}}
-.na{{color:#999}}.error{{color:#b00;text-align:left}}.bar{{margin:2px 0}}
+.na{{color:#999}}.saturated{{color:#a60}}.error{{color:#b00;text-align:left}}.bar{{margin:2px 0}}
 .bar .name{{display:inline-block;width:22em}}.bar .fill{{display:inline-block;height:0.9em;background:#36c}}
 </style></head><body>
 <h1>neucrab ranking on {html.escape(ranking.task)}</h1>
