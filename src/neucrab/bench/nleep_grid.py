@@ -1,7 +1,7 @@
 """N-LEEP's free parameters, the paper's Figure 2: mean Kendall over a suite's tasks for each PCA energy x number of
 mixture components, one heat map per group.
 
-    python -m neucrab.bench.nleep_grid results/mini [--suite SUITE] [--out DIR] [--cache-dir DIR]
+    python -m neucrab.bench.nleep_grid results/mini [--suite SUITE] [--out DIR] [--cache-dir DIR] [--seed S]
     neucrab bench SUITE --nleep-grid --out DIR          # the same, after the bench itself
 
 reads a finished bench folder (results.json: the ground truth per group, task and checkpoint) and its suite (the
@@ -313,6 +313,7 @@ def main(argv=None) -> int:
     parser.add_argument("--suite", help="the suite the bench ran (default: the shipped suite results.json names)")
     parser.add_argument("--out", help="write the grid's files here (default: the bench folder)")
     parser.add_argument("--cache-dir", help="feature and score cache (default: $NEUCRAB_CACHE or ~/.cache/neucrab)")
+    parser.add_argument("--seed", type=int, default=0, help="the mixture's k-means seed (default 0, as nleep's)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
@@ -324,7 +325,7 @@ def main(argv=None) -> int:
     if not args.suite and suite_name not in shipped_names():
         raise SystemExit(f"{folder / 'results.json'}: suite {suite_name!r} is not shipped; name its file with --suite")
     try:
-        report = compute_grid(load_suite(suite_name), document, cache_dir=args.cache_dir,
+        report = compute_grid(load_suite(suite_name), document, cache_dir=args.cache_dir, seed=args.seed,
                               progress=not args.no_progress)
     except InputError as error:
         raise SystemExit(str(error)) from None
