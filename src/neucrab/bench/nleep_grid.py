@@ -61,8 +61,8 @@ def cell_key(energy: float, per_class: int) -> str:
 
 
 def grid_scores(features, labels, *, energies=ENERGIES, per_class=PER_CLASS, seed: int = 0, cached=None) -> dict:
-    """cell_key -> N-LEEP score, or None where the cell asks for more components than samples. cached(options,
-    compute): optional memo (the score cache) around each computation."""
+    """cell_key -> N-LEEP score, or None where the cell asks for as many components as samples or more (see
+    `defined`). cached(options, compute): optional memo (the score cache) around each computation."""
     from ..measures import nleep
 
     n, classes = len(labels), _n_classes(labels)
