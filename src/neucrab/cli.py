@@ -283,6 +283,14 @@ def _bench(args: argparse.Namespace) -> int:
                              trust_remote_code=args.trust_remote_code)
     print(to_markdown(document))
     print(f"wrote {args.out}: table.md, table.csv, results.json, figure1_*.png, scatter_*.png", file=sys.stderr)
+    if args.nleep_grid:  # the paper's Figure 2, on the features and ground truth the bench just cached
+        from .bench import nleep_grid
+
+        report = nleep_grid.compute_grid(suite, document, cache_dir=args.cache_dir, progress=not args.no_progress,
+                                         trust_pickle=args.trust_pickle, trust_remote_code=args.trust_remote_code)
+        files = nleep_grid.write_grid(report, args.out)
+        print(nleep_grid.to_markdown(report))
+        print(f"wrote {args.out}: {', '.join(files)}", file=sys.stderr)
     return _exit_code(failures(document))
 
 
@@ -441,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     benching.add_argument("--out", required=True, metavar="DIR", help="folder for table.md/.csv, results.json, PNGs")
     benching.add_argument("--quick", action="store_true", help="the suite's quick variant (SUITE-quick): a subset "
                           "of checkpoints and tasks with a tiny sweep, a smoke test in minutes")
+    benching.add_argument("--nleep-grid", action="store_true", help="also N-LEEP's PCA energy x components grid "
+                          "(the paper's Figure 2): nleep_grid.md/.json and a heat map per group")
     _add_common(benching, "cache-dir", "device", "trust-pickle", "trust-remote-code", "no-progress", "executor")
     benching.set_defaults(run=_bench)
 

@@ -35,10 +35,16 @@ nothing is downloaded. Which images a task holds is fixed (seeded here), whateve
   a fundus photograph, CC0, Haeggstroem 2014), histology (immunohistochemistry: IHC-stained colonic glands,
   no known copyright restrictions), phase (cell: a quantitative phase image of a cell, CC0, Mueller et al.);
   another domain (medical imaging).
+- `mosaics`: a multi-label task, 800 RGB 32x32 images, each a 2 x 2 mosaic of 16x16 patches of real photographs,
+  labelled with the set of classes whose patches it shows (1 to 3 of 10; `neucrab.tasks.mosaics`): brick, grass,
+  gravel (as `textures`), fundus, histology (as `medical`, grey), astronaut, chelsea, coffee, china,
+  grace_hopper (as `photos`, RGB). Every usable patch (grid standard deviation at least 4) of a photograph is a
+  tile, in a seeded order, and no tile is used twice, so the split shares none. Licences as those tasks'.
 
 Spec forms (parsed by `load_builtin`): `NAME`; `NAME:SIZE`, a seeded stratified subset of SIZE images, for
-quick runs; `NAME:Kshot`, few-shot: K training images per class (seeded, stratified) and a test split of the
-others, at most FEWSHOT_TEST_PER_CLASS per class (seeded), e.g. `digits:10shot` (100 train, 300 test).
+quick runs (stratified by label set for `mosaics`); `NAME:Kshot`, few-shot: K training images per class (seeded,
+stratified) and a test split of the others, at most FEWSHOT_TEST_PER_CLASS per class (seeded), e.g. `digits:10shot`
+(100 train, 300 test); not for the multi-label `mosaics`.
 The glyph tasks' pixels come from FreeType's rasteriser (bundled with Pillow): another Pillow version may
 antialias an edge differently and so change those tasks' fingerprints, never their classes or counts.
 """
@@ -56,6 +62,7 @@ import numpy as np
 from ..errors import InputError
 from .base import Task, assemble
 from .items import ImageArray
+from .mosaics import compose
 from .split import stratified_split
 
 FEWSHOT_TEST_PER_CLASS = 30
@@ -146,10 +153,11 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 2 else np.rint(image[..., :3].mean(axis=-1)).astype(np.uint8)
 
 
-def grid_patches(image: np.ndarray, patch: int, count: int, rng: np.random.Generator,
+def grid_patches(image: np.ndarray, patch: int, count: int | None, rng: np.random.Generator,
                  min_std: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """`count` patches (patch x patch) drawn by `rng` without replacement from the non-overlapping grid over
-    `image` (from its top-left corner), leaving out those whose grey standard deviation is under `min_std`.
+    `image` (from its top-left corner), leaving out those whose grey standard deviation is under `min_std`;
+    count None: every such patch.
 
     Returns (patches (count, patch, patch[, 3]) in grid order, origins (count, 2): each patch's top-left
     (row, column) in `image`), so `patches[i] == image[r:r + patch, c:c + patch]`.
@@ -160,6 +168,7 @@ def grid_patches(image: np.ndarray, patch: int, count: int, rng: np.random.Gener
     grey = _grey(image)
     spread = np.array([grey[r:r + patch, c:c + patch].std() for r, c in origins])
     origins = origins[spread >= min_std]
+    count = len(origins) if count is None else count
     if len(origins) < count:
         raise InputError(f"an image of shape {image.shape} holds {len(origins)} usable {patch}x{patch} patches; "
                          f"expected at least {count}")
@@ -231,6 +240,48 @@ def medical_patches() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _medical() -> tuple[np.ndarray, np.ndarray]:
     return medical_patches()[:2]
+
+
+MOSAIC_TILE, MOSAIC_COUNT, MOSAIC_MIN_STD = 16, 800, 4.0
+MOSAIC_MEDICAL = ("fundus", "histology")  # the phase image holds too few usable 16-px patches
+MOSAIC_PHOTOS = ("astronaut", "chelsea", "coffee", "china", "grace_hopper")
+
+
+def mosaic_sources() -> dict[str, np.ndarray]:
+    """The ten photographs whose patches tile the `mosaics` task, by class name (uint8, grey or RGB)."""
+    data, medical, photos = _skimage_data(), medical_sources(), photo_sources()
+    sources = {name: getattr(data, name)() for name in TEXTURES}
+    sources.update({name: medical[name] for name in MOSAIC_MEDICAL})
+    sources.update({name: photos[name] for name in MOSAIC_PHOTOS})
+    return sources
+
+
+@cache
+def mosaic_tiles() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """class -> (tiles (n, 16, 16, 3) RGB uint8, origins (n, 2) in its photograph): every usable grid patch, in a
+    seeded order (grey photographs repeated over the three channels)."""
+    rng = np.random.default_rng(0)
+    tiles = {}
+    for name, image in mosaic_sources().items():
+        patches, origins = grid_patches(image, MOSAIC_TILE, None, rng, MOSAIC_MIN_STD)
+        order = rng.permutation(len(patches))
+        patches = patches[order] if patches.ndim == 4 else np.repeat(patches[order][..., None], 3, axis=-1)
+        tiles[name] = _frozen(patches, origins[order])
+    return tiles
+
+
+@cache
+def mosaic_task_data() -> tuple[np.ndarray, np.ndarray, list]:
+    """(images (800, 32, 32, 3), label sets (object array of sorted tuples), placements) of `mosaics`."""
+    pools = {name: tiles for name, (tiles, _) in mosaic_tiles().items()}
+    images, label_sets, placements = compose(pools, MOSAIC_COUNT, np.random.default_rng(0))
+    labels = np.empty(len(label_sets), dtype=object)
+    labels[:] = label_sets
+    return (*_frozen(images, labels), placements)
+
+
+def _mosaics() -> tuple[np.ndarray, np.ndarray]:
+    return mosaic_task_data()[:2]
 
 
 def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -331,7 +382,7 @@ def _typefaces() -> tuple[np.ndarray, np.ndarray]:
 
 
 BUILTINS = {"digits": _digits, "mnist5k": _mnist5k, "textures": _textures, "lfw_faces": _lfw_faces,
-            "glyphs": _glyphs, "typefaces": _typefaces, "photos": _photos, "medical": _medical}
+            "glyphs": _glyphs, "typefaces": _typefaces, "photos": _photos, "medical": _medical, "mosaics": _mosaics}
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -366,9 +417,13 @@ def load_builtin(name: str, *, seed: int, test_fraction: float, size: int | str 
     images per class, seeded by `seed` (test_fraction is then not used).
     """
     images, labels = BUILTINS[name]()
+    label_sets = [value if isinstance(value, tuple) else (value,) for value in labels.tolist()]  # ints or names
+    multilabel = labels.dtype == object
     title = name
     if isinstance(size, str):
         shots = _SHOTS.fullmatch(size)
+        if shots and multilabel:
+            raise InputError(f"task '{name}:{size}': a multi-label task has no K images per class; use {name}:SIZE")
         if shots:
             return _load_few_shot(name, images, labels, int(shots.group(1)), seed)
         if not _SIZE.fullmatch(size):
@@ -379,11 +434,12 @@ def load_builtin(name: str, *, seed: int, test_fraction: float, size: int | str 
         if not 20 <= size <= len(labels):
             raise InputError(f"task '{name}:{size}': size must be between 20 and {len(labels)}")
         if size < len(labels):
-            _, keep = stratified_split(labels, size / len(labels), seed)
-            images, labels = images[keep], labels[keep]
+            strata = np.asarray(["|".join(map(str, s)) for s in label_sets]) if multilabel else labels
+            _, keep = stratified_split(strata, size / len(labels), seed)
+            images, label_sets = images[keep], [label_sets[i] for i in keep]
         title = f"{name}:{size}"
     items = ImageArray(images, title)
-    parts = {"all": (items, [(label,) for label in labels.tolist()])}  # ints or class names
+    parts = {"all": (items, label_sets)}
     return assemble(title, f"task '{title}'", parts, seed=seed, test_fraction=test_fraction)
 
 
