@@ -35,6 +35,9 @@ nothing is downloaded. Which images a task holds is fixed (seeded here), whateve
   a fundus photograph, CC0, Haeggstroem 2014), histology (immunohistochemistry: IHC-stained colonic glands,
   no known copyright restrictions), phase (cell: a quantitative phase image of a cell, CC0, Mueller et al.);
   another domain (medical imaging).
+- `austen` (900 passages, which of Jane Austen's six novels) and `fortunes` (800 quotations, which of eight
+  fortune(6) files): English text tasks read from Debian packages that scripts/setup unpacks (`text_data.py`
+  says where they come from and their licences).
 
 Spec forms (parsed by `load_builtin`): `NAME`; `NAME:SIZE`, a seeded stratified subset of SIZE images, for
 quick runs; `NAME:Kshot`, few-shot: K training images per class (seeded, stratified) and a test split of the
@@ -55,7 +58,7 @@ import numpy as np
 
 from ..errors import InputError
 from .base import Task, assemble
-from .items import ImageArray
+from .items import ImageArray, Texts
 from .split import stratified_split
 
 FEWSHOT_TEST_PER_CLASS = 30
@@ -330,8 +333,28 @@ def _typefaces() -> tuple[np.ndarray, np.ndarray]:
     return _rendered(typeface_specs())
 
 
+def _austen() -> tuple[np.ndarray, np.ndarray]:
+    from .text_data import austen
+
+    return austen()
+
+
+def _fortunes() -> tuple[np.ndarray, np.ndarray]:
+    from .text_data import fortunes
+
+    return fortunes()
+
+
 BUILTINS = {"digits": _digits, "mnist5k": _mnist5k, "textures": _textures, "lfw_faces": _lfw_faces,
-            "glyphs": _glyphs, "typefaces": _typefaces, "photos": _photos, "medical": _medical}
+            "glyphs": _glyphs, "typefaces": _typefaces, "photos": _photos, "medical": _medical,
+            "austen": _austen, "fortunes": _fortunes}
+
+
+def _items(samples: np.ndarray, title: str):
+    """The sample source of a built-in's samples: texts (an object array of str) or images."""
+    if samples.dtype == object:
+        return Texts([str(text) for text in samples], title)
+    return ImageArray(samples, title)
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -382,7 +405,7 @@ def load_builtin(name: str, *, seed: int, test_fraction: float, size: int | str 
             _, keep = stratified_split(labels, size / len(labels), seed)
             images, labels = images[keep], labels[keep]
         title = f"{name}:{size}"
-    items = ImageArray(images, title)
+    items = _items(images, title)
     parts = {"all": (items, [(label,) for label in labels.tolist()])}  # ints or class names
     return assemble(title, f"task '{title}'", parts, seed=seed, test_fraction=test_fraction)
 
@@ -395,7 +418,7 @@ def _load_few_shot(name: str, images: np.ndarray, labels: np.ndarray, shots: int
         raise InputError(f"task '{title}': K must be between 1 and {smallest - 1} (class {values[counts.argmin()]!r} "
                          f"has {smallest} images, and at least one must stay for the test split)")
     train, test = few_shot_split(labels, shots, seed)
-    items = ImageArray(images, title)
+    items = _items(images, title)
     parts = {split: (items.take(rows), [(label,) for label in labels[rows].tolist()])
              for split, rows in (("train", train), ("test", test))}
     return assemble(title, f"task '{title}'", parts, seed=seed, test_fraction=0.25)
