@@ -224,10 +224,10 @@ def test_fortunes_task_counts_match_the_strfile_index():
         _, count = struct.unpack(">II", (folder / f"{name}.dat").read_bytes()[:8])
         assert len(fortune_quotations(folder / name)) == count
     task = load_task("fortunes")
-    assert task.classes == sorted(FORTUNE_FILES) and len(task.train) + len(task.test) == 800
+    assert task.classes == sorted(FORTUNE_FILES) and len(task.train) + len(task.test) == 640
     labels = np.concatenate([task.train.labels, task.test.labels])
-    assert np.bincount(labels).tolist() == [100] * 8
-    assert all(5 <= len(task.test[i].split()) <= 60 for i in range(len(task.test)))
+    assert np.bincount(labels).tolist() == [80] * 8
+    assert all(5 <= len(task.test[i].split()) <= 40 for i in range(len(task.test)))
 
 
 def test_text_task_without_its_debian_package_says_how_to_fetch_it(monkeypatch, tmp_path):

@@ -35,7 +35,7 @@ nothing is downloaded. Which images a task holds is fixed (seeded here), whateve
   a fundus photograph, CC0, Haeggstroem 2014), histology (immunohistochemistry: IHC-stained colonic glands,
   no known copyright restrictions), phase (cell: a quantitative phase image of a cell, CC0, Mueller et al.);
   another domain (medical imaging).
-- `austen` (900 passages, which of Jane Austen's six novels) and `fortunes` (800 quotations, which of eight
+- `austen` (900 passages, which of Jane Austen's six novels) and `fortunes` (640 quotations, which of eight
   fortune(6) files): English text tasks read from Debian packages that scripts/setup unpacks (`text_data.py`
   says where they come from and their licences).
 

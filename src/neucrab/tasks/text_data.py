@@ -8,9 +8,9 @@ system-wide, nothing committed). Which samples a task holds is fixed (seeded her
   `r-cran-janeaustenr`, read from its lazy-load data (`tasks/rdata.py`, no R needed). Front matter, chapter
   and volume headings and end notes are left out; passages never overlap. Character names give some passages
   away, most are plain narration or dialogue: a fine-grained authorship-style task.
-- `fortunes`: 800 quotations, 100 from each of eight topical files of the BSD fortune(6) collection (Debian's
+- `fortunes`: 640 quotations, 80 from each of eight topical files of the BSD fortune(6) collection (Debian's
   `fortunes`, BSD licence per its copyright file; the quotations' authors are many): art, computers, education,
-  food, law, politics, science, sports; the class is the file. Only quotations of 5 to 60 words are kept
+  food, law, politics, science, sports; the class is the file. Only quotations of 5 to 40 words are kept
   (whitespace collapsed, overstrike removed, attributions kept as the files hold them). A topic task with noisy
   labels: a quotation can fit several files.
 
@@ -44,7 +44,7 @@ _END = re.compile(r"\s*(the end|finis|a note on the text)\s*$", re.IGNORECASE)
 
 FORTUNES_PACKAGE, FORTUNES_DIR = "fortunes", "usr/share/games/fortunes"
 FORTUNE_FILES = ("art", "computers", "education", "food", "law", "politics", "science", "sports")
-FORTUNES_PER_CLASS, FORTUNE_MIN_WORDS, FORTUNE_MAX_WORDS = 100, 5, 60
+FORTUNES_PER_CLASS, FORTUNE_MIN_WORDS, FORTUNE_MAX_WORDS = 80, 5, 40
 
 
 def data_roots() -> list[Path]:
@@ -107,7 +107,7 @@ def fortune_quotations(path: Path) -> list[str]:
 
 @cache
 def fortunes() -> tuple[np.ndarray, np.ndarray]:
-    """(quotations (800,) object array of str, labels (800,) file names) of the `fortunes` task (read-only)."""
+    """(quotations (640,) object array of str, labels (640,) file names) of the `fortunes` task (read-only)."""
     folder = package_dir(FORTUNES_PACKAGE, FORTUNES_DIR, "fortunes")
     rng = np.random.default_rng(0)
     texts, labels = [], []
