@@ -242,3 +242,23 @@ def test_text_task_without_its_debian_package_says_how_to_fetch_it(monkeypatch, 
         text_data.austen.cache_clear()
     message = str(excinfo.value)
     assert "\n" not in message and "r-cran-janeaustenr" in message and "scripts/fetch-debian-data" in message
+
+
+def test_layer_suffix_in_pool_manifests_and_suites_resolves_the_folder(tiny_bert, tmp_path):
+    import shutil
+
+    from neucrab.bench.suite import parse_suite
+    from neucrab.pool_manifest import read_manifest
+
+    shutil.copytree(tiny_bert, tmp_path / "bert")
+    (tmp_path / "pool.csv").write_text("name,spec\nlow,\"bert@layer=1,pool=first\"\nall,bert@layer=all\n")
+    entries = read_manifest(tmp_path / "pool.csv")
+    assert [e.spec for e in entries] == [f"{tmp_path / 'bert'}@layer=1,pool=first", f"{tmp_path / 'bert'}@layer=all"]
+    assert nc.load(entries[0].spec).num_layers == 2
+    suite = parse_suite({"groups": {"g": {"checkpoints": ["bert@layer=0", "bert@layer=mean"]}}, "tasks": ["digits"],
+                         "measures": ["knn"]}, tmp_path / "suite.json")
+    assert [e.spec for e in suite.groups["g"]] == [f"{tmp_path / 'bert'}@layer=0", f"{tmp_path / 'bert'}@layer=mean"]
+    with pytest.raises(InputError) as excinfo:
+        parse_suite({"groups": {"g": {"checkpoints": ["nope@layer=0", "bert"]}}, "tasks": ["digits"],
+                     "measures": ["knn"]}, tmp_path / "suite.json")
+    assert "nope" in str(excinfo.value) and "does not exist" in str(excinfo.value)
