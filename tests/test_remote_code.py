@@ -118,11 +118,11 @@ def test_transformers_is_never_left_to_ask(marker, monkeypatch):
     Were it to ask, the patched input() would answer yes and the marker would appear."""
     import builtins
 
-    from neucrab.checkpoints import hf
+    from neucrab.checkpoints import hf_files
 
     asked = []
     monkeypatch.setattr(builtins, "input", lambda *args: asked.append(args) or "y")
-    monkeypatch.setattr(hf, "check_custom_code", lambda *args, **kwargs: None)
+    monkeypatch.setattr(hf_files, "check_custom_code", lambda *args, **kwargs: None)
     with pytest.raises(InputError) as excinfo:
         load_checkpoint(marker["folder"])
     assert "\n" not in str(excinfo.value) and str(marker["folder"]) in str(excinfo.value)

@@ -118,6 +118,7 @@ def _rank(args: argparse.Namespace) -> int:
     with _executor(args) as executor:
         ranking = rank(checkpoints, task, args.measure, cache_dir=args.cache_dir, trust_pickle=args.trust_pickle,
                        trust_remote_code=args.trust_remote_code, layer=args.layer, batch_size=args.batch_size,
+                       pooling=args.pooling,
                        progress=not args.no_progress, image_size=args.image_size, executor=executor)
     if args.format == "json":
         print(ranking.to_json())
@@ -195,6 +196,7 @@ def _extract(args: argparse.Namespace) -> int:
         print(f"cache: {args.cache_dir or default_cache_dir()}")
         outcomes = extract_pool(checkpoints, args.task, splits=splits, executor=executor,
                                 progress=not args.no_progress, cache_dir=args.cache_dir, layer=args.layer,
+                                pooling=args.pooling,
                                 trust_pickle=args.trust_pickle, trust_remote_code=args.trust_remote_code,
                                 batch_size=args.batch_size)
     for spec, summaries, error in outcomes:
@@ -229,7 +231,8 @@ def _groundtruth(args: argparse.Namespace) -> int:
                                               steps=steps, batch_size=args.batch_size, image_size=args.image_size,
                                               seed=args.seed, seeds=args.seeds, device=args.device,
                                               trust_pickle=args.trust_pickle,
-                                              trust_remote_code=args.trust_remote_code, layer=args.layer)
+                                              trust_remote_code=args.trust_remote_code, layer=args.layer,
+                                              pooling=args.pooling)
     Console().print(gt.table(task.name, results, errors))
     if out is not None:
         print(f"wrote {gt.write_results(out, task.name, results, errors)}", file=sys.stderr)
@@ -324,8 +327,7 @@ def _add_common(parser: argparse.ArgumentParser, *names: str, defaults: dict | N
     declared = {
         "task": lambda: parser.add_argument("--task", required=defaults.get("task_required", True),
                                             help=_task_kinds()),
-        "layer": lambda: parser.add_argument("--layer", help="features from this named layer instead of the "
-                                             "head's input"),
+        "layer": lambda: _add_layer_options(parser),
         "cache-dir": lambda: parser.add_argument("--cache-dir", help=CACHE_HELP),
         "batch-size": lambda: parser.add_argument("--batch-size", type=int, default=defaults.get("batch_size", 64),
                                                   help=f"default {defaults.get('batch_size', 64)}"),
@@ -347,6 +349,14 @@ def _add_common(parser: argparse.ArgumentParser, *names: str, defaults: dict | N
     }
     for name in names:
         declared[name]()
+
+
+def _add_layer_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layer", help="features from this named layer instead of the head's input; for text "
+                        "encoders also a hidden state K (0 = embeddings .. L), mean (the mean of layers 1..L), all "
+                        "(one row per hidden state) or a list such as 0,3,mean")
+    parser.add_argument("--pooling", choices=("mean", "first"), help="text encoders: pool the tokens by their mean "
+                        "(padding left out) or take the first token (default: the model's own pooling)")
 
 
 def _add_executor_options(parser: argparse.ArgumentParser) -> None:

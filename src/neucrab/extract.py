@@ -26,7 +26,7 @@ from torch import nn
 
 from ._validate import check_count
 from .cache import CacheWarning, cache_root, default_cache_dir
-from .checkpoints.base import OnDevice, Trainable
+from .checkpoints.base import Derived, OnDevice, Trainable
 from .errors import InputError
 from .feature_store import CACHE_FORMAT, FeatureStore, cache_key
 from .inference_copy import inference_copy
@@ -208,6 +208,11 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
     _check_pair(checkpoint, task)
     if checkpoint.modality == "features":
         return _precomputed(checkpoint, task, split, started)
+    source = checkpoint.derived_from() if isinstance(checkpoint, Derived) else None
+    if source is not None:
+        return _derived(checkpoint, source, task, split, started, cache_dir=cache_dir, use_cache=use_cache,
+                        batch_size=batch_size, progress=progress, num_workers=num_workers, save_every=save_every,
+                        optimize=optimize)
     batch_size, save_every = check_count(batch_size, "batch_size"), check_count(save_every, "save_every")
     workers = _default_workers() if num_workers is None else max(0, int(num_workers))
     rows = len(samples)
@@ -245,10 +250,37 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
             _run_batches(checkpoint, loader, ranges, workers, on_batch, advance)
     path = None
     if use_cache:
-        meta = {"rows": rows, "checkpoint": checkpoint.name, "checkpoint_fingerprint": checkpoint.fingerprint,
-                "task": task.name, "task_fingerprint": task.fingerprint, "split": split,
-                "layer": checkpoint.layer, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        path = store.write(key, collector.features, collector.probs, meta)
+        path = store.write(key, collector.features, collector.probs, _meta(checkpoint, task, split, rows))
         store.clear_chunks(key)
     return Embedding(collector.features, collector.probs, samples.labels, path=path,
+                     seconds=time.perf_counter() - started)
+
+
+def _meta(checkpoint, task: Task, split: str, rows: int) -> dict:
+    return {"rows": rows, "checkpoint": checkpoint.name, "checkpoint_fingerprint": checkpoint.fingerprint,
+            "task": task.name, "task_fingerprint": task.fingerprint, "split": split,
+            "layer": checkpoint.layer, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _derived(checkpoint, source, task: Task, split: str, started: float, *, cache_dir, use_cache: bool,
+             **options) -> Embedding:
+    """Features derived from another checkpoint's (`checkpoints.base.Derived`): that checkpoint's are extracted
+    (cached, resumable), these computed from them and cached under their own key."""
+    base, derive = source
+    samples = task.split(split)
+    rows = len(samples)
+    key = cache_key(checkpoint, task, split)
+    store = FeatureStore(cache_root(cache_dir))
+    if use_cache:
+        hit = store.read(key, rows)
+        if hit is not None:
+            return Embedding(hit[0], hit[1], samples.labels, cached=True, path=store.entry(key),
+                             seconds=time.perf_counter() - started)
+    underlying = extract(base, task, split, cache_dir=cache_dir, use_cache=use_cache, **options)
+    features = _as_output(derive(underlying.features), rows, "derived features", checkpoint)
+    path = None
+    if use_cache:
+        meta = {**_meta(checkpoint, task, split, rows), "derived_from": base.fingerprint}
+        path = store.write(key, features, None, meta)
+    return Embedding(features, None, samples.labels, cached=underlying.cached, path=path,
                      seconds=time.perf_counter() - started)

@@ -37,22 +37,29 @@ def extract_spec(spec, task, splits, *, layer=None, trust_pickle=False, cache_di
 
 
 def extract_pool(specs, task, *, splits=("train", "test"), executor=None, progress: bool = True, cache_dir=None,
-                 **options) -> list[tuple[str, list[dict] | None, str | None]]:
+                 layer=None, pooling=None, **options) -> list[tuple[str, list[dict] | None, str | None]]:
     """Fill the feature cache for every checkpoint spec (or `neucrab.pool_manifest.PoolEntry` row) and split of
     `task`, run by `executor` (None or "local": here; "ray" or a `neucrab.executors.RayExecutor`: Ray tasks).
     Returns (label, summaries, error) per unit in input order, the label being the spec, or a manifest row's
-    name. options: layer, trust_pickle, trust_remote_code, batch_size."""
+    name. layer, pooling: as `rank`'s (`all` and lists: one unit per hidden state of a text encoder).
+    options: trust_pickle, trust_remote_code, batch_size."""
     from . import executors
     from .pool import PoolUnit, run_pool
-    from .pool_manifest import PoolEntry
+    from .pool_manifest import PoolEntry, split_entries
+    from .text_layers import expand_layer_choices
 
     executor = executors.resolve(executor)
     groups = [(split,) for split in splits] if executor.remote else [tuple(splits)]
-    labelled = [(item.name, item.spec, {"name": item.name}) if isinstance(item, PoolEntry) else (item, item, {})
-                for item in specs]
+    entries = [isinstance(item, PoolEntry) for item in specs]
+    specs, names, carried = split_entries(specs)
+    expanded, names, _, layer = expand_layer_choices(specs, names, carried, layer, pooling,
+                                                     trust_remote_code=options.get("trust_remote_code", False))
+    named = entries if len(expanded) == len(specs) else [True] * len(expanded)
+    labelled = [(name, spec, {"name": name} if keep or name != spec else {})
+                for name, spec, keep in zip(names, expanded, named)]
     units = [PoolUnit(f"{label} {'+'.join(group)}", {"spec": spec, "splits": group, **named}, spec)
              for label, spec, named in labelled for group in groups]
     labels = [label for label, _, _ in labelled for _ in groups]
     outcomes = run_pool(extract_spec, units, task=load_task(task), task_spec=task, executor=executor,
-                        cache_dir=cache_dir, progress=progress, description="extract", **options)
+                        cache_dir=cache_dir, progress=progress, description="extract", layer=layer, **options)
     return [(label, outcome.result, outcome.error) for label, outcome in zip(labels, outcomes)]

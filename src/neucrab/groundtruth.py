@@ -302,19 +302,26 @@ def _repeat_best(result: GroundTruth, tuner: Finetuner, store, runs: list[Run], 
 
 
 def groundtruth_pool(checkpoint_specs, task, *, names=None, executor=None, progress: bool = False,
-                     cache_dir=None, **options) -> tuple[dict[str, GroundTruth], dict[str, str]]:
+                     cache_dir=None, layer=None, pooling=None,
+                     **options) -> tuple[dict[str, GroundTruth], dict[str, str]]:
     """`groundtruth` for each checkpoint (one unit of work per checkpoint and task, run by `executor`: None or
     "local" here, "ray" or a `neucrab.executors.RayExecutor` as Ray tasks). Returns (name -> GroundTruth,
     name -> error) in input order; a checkpoint that fails is reported in `errors` and the others go on.
-    options: groundtruth's keyword arguments (lrs, steps, batch_size, image_size, seed, device, ...)."""
+    layer, pooling: as `rank`'s (`all` and lists: one unit per hidden state of a text encoder, which fine-tunes
+    the encoder truncated at that layer). options: groundtruth's keyword arguments (lrs, steps, batch_size,
+    image_size, seed, device, ...)."""
     from .pool import PoolUnit, run_pool
     from .pool_manifest import split_entries
     from .tasks import load as load_task
+    from .text_layers import expand_layer_choices
 
     def label(spec, index: int) -> str:
         return str(spec) if isinstance(spec, (str, os.PathLike)) else f"checkpoint#{index}"
 
-    specs, names, _ = split_entries(checkpoint_specs, names, label)  # pool manifest rows give their names
+    specs, names, carried = split_entries(checkpoint_specs, names, label)  # pool manifest rows give their names
+    specs, names, _, layer = expand_layer_choices(specs, names, carried, layer, pooling,
+                                                  trust_remote_code=options.get("trust_remote_code", False))
+    options["layer"] = layer
     units = [PoolUnit(name, {"checkpoint_spec": spec, "name": name}, spec) for spec, name in zip(specs, names)]
     outcomes = run_pool(groundtruth, units, task=load_task(task), task_spec=task, executor=executor,
                         cache_dir=cache_dir, progress=progress, description="ground truth", **options)

@@ -253,6 +253,11 @@ def _text(value, where: str, field_name: str, expected: str) -> str:
 
 def resolve_spec(spec: str, folder: Path) -> str:
     """`spec` with a relative file path made absolute against `folder`; non-path specs unchanged."""
+    from .checkpoints.text_options import join_spec, split_spec
+
+    options = split_spec(spec) if not (folder / spec).exists() else None
+    if options is not None:  # a text encoder's SPEC@layer=K,pool=...: resolve SPEC
+        return join_spec(resolve_spec(options[0], folder), options[1])
     if spec.startswith(("packaged:", "hf:")):
         return spec
     if "=" in spec:  # ARCH=WEIGHTS: the weights are the path

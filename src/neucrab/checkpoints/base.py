@@ -87,6 +87,16 @@ class Tokenizing(Protocol):
 
 
 @runtime_checkable
+class Derived(Protocol):
+    """A checkpoint whose features can be computed from another checkpoint's: `derived_from()` gives (that
+    checkpoint, a function from its (N, D') features to these (N, D)), or None when they are computed on their
+    own. Extraction caches the other checkpoint's features and derives these (a text encoder's layers from its
+    all-layer stack: one forward pass for every layer)."""
+
+    def derived_from(self): ...
+
+
+@runtime_checkable
 class SizeChecked(Protocol):
     """A checkpoint that accepts only some input sizes: `check_input_size(size)` raises InputError otherwise."""
 

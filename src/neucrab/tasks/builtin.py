@@ -40,6 +40,9 @@ nothing is downloaded. Which images a task holds is fixed (seeded here), whateve
   gravel (as `textures`), fundus, histology (as `medical`, grey), astronaut, chelsea, coffee, china,
   grace_hopper (as `photos`, RGB). Every usable patch (grid standard deviation at least 4) of a photograph is a
   tile, in a seeded order, and no tile is used twice, so the split shares none. Licences as those tasks'.
+- `austen` (900 passages, which of Jane Austen's six novels) and `fortunes` (640 quotations, which of eight
+  fortune(6) files): English text tasks read from Debian packages that scripts/setup unpacks (`text_data.py`
+  says where they come from and their licences).
 
 Spec forms (parsed by `load_builtin`): `NAME`; `NAME:SIZE`, a seeded stratified subset of SIZE images, for
 quick runs (stratified by label set for `mosaics`); `NAME:Kshot`, few-shot: K training images per class (seeded,
@@ -61,7 +64,7 @@ import numpy as np
 
 from ..errors import InputError
 from .base import Task, assemble
-from .items import ImageArray
+from .items import ImageArray, Texts
 from .mosaics import compose
 from .split import stratified_split
 
@@ -381,8 +384,28 @@ def _typefaces() -> tuple[np.ndarray, np.ndarray]:
     return _rendered(typeface_specs())
 
 
+def _austen() -> tuple[np.ndarray, np.ndarray]:
+    from .text_data import austen
+
+    return austen()
+
+
+def _fortunes() -> tuple[np.ndarray, np.ndarray]:
+    from .text_data import fortunes
+
+    return fortunes()
+
+
 BUILTINS = {"digits": _digits, "mnist5k": _mnist5k, "textures": _textures, "lfw_faces": _lfw_faces,
-            "glyphs": _glyphs, "typefaces": _typefaces, "photos": _photos, "medical": _medical, "mosaics": _mosaics}
+            "glyphs": _glyphs, "typefaces": _typefaces, "photos": _photos, "medical": _medical,
+            "mosaics": _mosaics, "austen": _austen, "fortunes": _fortunes}
+
+
+def _items(samples: np.ndarray, title: str):
+    """The sample source of a built-in's samples: texts (an object array of str) or images."""
+    if samples.dtype == object:
+        return Texts([str(text) for text in samples], title)
+    return ImageArray(samples, title)
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -418,7 +441,7 @@ def load_builtin(name: str, *, seed: int, test_fraction: float, size: int | str 
     """
     images, labels = BUILTINS[name]()
     label_sets = [value if isinstance(value, tuple) else (value,) for value in labels.tolist()]  # ints or names
-    multilabel = labels.dtype == object
+    multilabel = any(isinstance(value, tuple) for value in labels.tolist())  # label sets, as mosaics'
     title = name
     if isinstance(size, str):
         shots = _SHOTS.fullmatch(size)
@@ -438,7 +461,7 @@ def load_builtin(name: str, *, seed: int, test_fraction: float, size: int | str 
             _, keep = stratified_split(strata, size / len(labels), seed)
             images, label_sets = images[keep], [label_sets[i] for i in keep]
         title = f"{name}:{size}"
-    items = ImageArray(images, title)
+    items = _items(images, title)
     parts = {"all": (items, label_sets)}
     return assemble(title, f"task '{title}'", parts, seed=seed, test_fraction=test_fraction)
 
@@ -451,7 +474,7 @@ def _load_few_shot(name: str, images: np.ndarray, labels: np.ndarray, shots: int
         raise InputError(f"task '{title}': K must be between 1 and {smallest - 1} (class {values[counts.argmin()]!r} "
                          f"has {smallest} images, and at least one must stay for the test split)")
     train, test = few_shot_split(labels, shots, seed)
-    items = ImageArray(images, title)
+    items = _items(images, title)
     parts = {split: (items.take(rows), [(label,) for label in labels[rows].tolist()])
              for split, rows in (("train", train), ("test", test))}
     return assemble(title, f"task '{title}'", parts, seed=seed, test_fraction=0.25)
