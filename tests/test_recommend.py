@@ -57,6 +57,14 @@ def test_rank_leads_with_the_recommendation(tmp_path):
     assert recommendation["checkpoint"] == specs[0] and set(recommendation["p_best"]) == set(specs)
     assert max(recommendation["p_best"], key=recommendation["p_best"].get) == specs[0]
     assert all(len(row.draws["knn"]) == 50 for row in ranking.rows)
+    # Each draw is kNN on that subsample of the training features (all 50 come from one neighbour search).
+    from neucrab.measures import knn
+    from neucrab.recommend import draw_indices
+
+    labels = task.train.labels
+    features = np.load(specs[1])["features_train"]
+    drawn = next(row for row in ranking.rows if row.checkpoint == specs[1]).draws["knn"]
+    assert drawn[:3] == [knn(features[draw_indices(labels, d)], labels[draw_indices(labels, d)]) for d in range(3)]
 
 
 def test_draws_are_stratified_seeded_subsamples():

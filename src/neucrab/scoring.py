@@ -110,38 +110,61 @@ def checkpoint_label(spec, index: int) -> str:
     return getattr(spec, "name", None) or f"{type(spec).__name__}#{index}"
 
 
+def _draw_records(name: str, info, task, train, test, draws: list[int]) -> list[dict]:
+    """Score records of measure `name` on the training subsamples numbered `draws` (`recommend.draw_indices`).
+    kNN's come from one neighbour search (`knn_subsamples`, equal values); any other measure, or kNN with
+    features it refuses, is computed draw by draw. Each record's seconds are its share of the time taken."""
+    from .measures.knn import knn_subsamples
+    from .recommend import draw_indices
+
+    labels = task.train.labels
+    started = time.perf_counter()
+    subsets = [draw_indices(labels, draw) for draw in draws]
+    outcomes = None
+    if name == "knn" and len(subsets) > 1:
+        try:
+            outcomes = [(score, None) for score in knn_subsamples(train.features, labels, subsets)]
+        except Exception:  # what knn itself would refuse: let each draw's cell say why
+            outcomes = None
+    if outcomes is None:
+        outcomes = [_compute(info, MeasureInputs(labels=labels[rows], features=train.features[rows], task=task,
+                                                 test_features=test.features, test_labels=task.test.labels), {})
+                    for rows in subsets]
+    seconds = (time.perf_counter() - started) / max(1, len(draws))
+    return [{"measure": name, "score": score, "note": None if note is None else str(note),
+             "note_kind": None if note is None else note.kind.value, "seconds": seconds}
+            for score, note in outcomes]
+
+
 def draw_measures(row: Row, measures, task, train, test, cache_dir=None, feature_keys=None, draws: int = 0) -> None:
     """Each measure (of the features, or features + test split) on `draws` stratified subsamples of the training
     split (`recommend.draw_indices`; the test split stays whole), into row.draws; each draw kept in the score
-    cache like a score."""
-    from .recommend import FRACTION, draw_indices
+    cache like a score. row.seconds["draws"]: the time they took."""
+    from .recommend import FRACTION
     from .score_cache import score_key, score_store
 
+    started = time.perf_counter()
     store = score_store(cache_dir) if feature_keys else None
-    labels = task.train.labels
     for name in measures:
         info = REGISTRY[name]
         if info.needs not in (Needs.FEATURES, Needs.TRAIN_TEST) or (task.multilabel and not info.multilabel):
             continue
+        keys = [score_key(name, feature_keys, {"draw": draw, "fraction": FRACTION}) if store else None
+                for draw in range(draws)]
+        records = [store.read(key) if store else None for key in keys]
+        missing = [draw for draw, record in enumerate(records) if record is None]
+        for draw, record in zip(missing, _draw_records(name, info, task, train, test, missing) if missing else []):
+            records[draw] = record
+            if store:
+                store.write(keys[draw], record)
         values = []
-        for draw in range(draws):
-            options = {"draw": draw, "fraction": FRACTION}
-            key = score_key(name, feature_keys, options) if store else None
-            record = store.read(key) if store else None
-            if record is None:
-                rows = draw_indices(labels, draw)
-                inputs = MeasureInputs(labels=labels[rows], features=train.features[rows], task=task,
-                                       test_features=test.features, test_labels=task.test.labels)
-                score, note = _compute(info, inputs, {})
-                record = {"measure": name, "score": score, "note": None if note is None else str(note),
-                          "note_kind": None if note is None else note.kind.value, "seconds": 0.0}
-                if store:
-                    store.write(key, record)
+        for record in records:
             if record["score"] is None:
                 break  # a draw the measure could not score: no spread for it
             values.append(record["score"])
         if len(values) == draws:
             row.draws[name] = values
+    row.seconds["draws"] = time.perf_counter() - started
 
 
 def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_pickle=False, layer=None,
