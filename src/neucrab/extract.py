@@ -51,6 +51,7 @@ class Embedding:
     features: float32 (N, D). probs: float32 (N, S) source-class probabilities, or None when the checkpoint
     has no head. labels: the split's labels, int64 (N,) or multi-hot (N, C). cached: whether it came from the
     cache without a forward pass. path: the cache entry (None when caching is off). seconds: wall time.
+    batch_seconds: the part of it spent running batches (decoding and the network), without set-up and cache.
     """
 
     features: np.ndarray
@@ -59,6 +60,7 @@ class Embedding:
     cached: bool = False
     path: Path | None = None
     seconds: float = 0.0
+    batch_seconds: float = 0.0
 
 
 # ------------------------------------------------------------------------------------------ batch pipeline
@@ -236,7 +238,7 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
     rows = len(samples)
     key = cache_key(checkpoint, task, split)
     store = FeatureStore(cache_root(cache_dir))
-    collector, done = _Collector(rows), 0
+    collector, done, batch_seconds = _Collector(rows), 0, 0.0
     if use_cache:
         store.sweep_temps(key)
         hit = store.read(key, rows)
@@ -267,7 +269,9 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
                 progress_bar(rows, f"{checkpoint.name} / {task.name} {split}", enabled=progress, completed=done,
                              transient=False) as advance:
             loader = _batch_loader(checkpoint, samples, task.modality, channels_last=channels_last)
+            batches_started = time.perf_counter()
             _run_batches(checkpoint, forward, loader, ranges, workers, on_batch, advance)
+            batch_seconds = time.perf_counter() - batches_started
     path = None
     if use_cache:
         meta = {"rows": rows, "checkpoint": checkpoint.name, "checkpoint_fingerprint": checkpoint.fingerprint,
@@ -276,4 +280,4 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
         path = store.write(key, collector.features, collector.probs, meta)
         store.clear_chunks(key)
     return Embedding(collector.features, collector.probs, samples.labels, path=path,
-                     seconds=time.perf_counter() - started)
+                     seconds=time.perf_counter() - started, batch_seconds=batch_seconds)

@@ -35,6 +35,9 @@ OPSET = 17
 TOLERANCE = 1e-5  # largest |onnxruntime - torch| allowed, relative to the largest |torch| value
 # Export (0.1-0.4 s a network, plus about 1 s once a process) only when PyTorch would take this long for the split.
 MIN_TORCH_SECONDS = 2.0
+# onnxruntime's intra-op threads spin between operators by default, taking CPU time from the threads that decode
+# the next batches meanwhile.
+SPIN = False
 _SESSIONS: OrderedDict = OrderedDict()  # (file key, threads) -> session; a train split's is reused for the test split
 _KEEP_SESSIONS = 2
 
@@ -91,6 +94,7 @@ def _session(model, threads: int):
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if SPIN else "0")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
