@@ -64,6 +64,7 @@ def relative_difference(got, expected):
 
 def test_onnxruntime_features_equal_pytorch_within_1e_5(task, tmp_path, always_export):
     checkpoint = load(SmallNet(), preprocess=PREPROCESS, name="small")
+    weights = {name: value.clone() for name, value in checkpoint.module.state_dict().items()}
     for split in ("train", "test"):
         fast = extract(checkpoint, task, split, cache_dir=tmp_path, progress=False, batch_size=7)
         plain = extract(checkpoint, task, split, use_cache=False, optimize=False, progress=False, batch_size=7)
@@ -73,6 +74,9 @@ def test_onnxruntime_features_equal_pytorch_within_1e_5(task, tmp_path, always_e
     key = inference_onnx.export_key(checkpoint)
     assert [p.name for p in (tmp_path / "onnx").iterdir()] == [f"{key}.onnx"]
     assert (key, torch.get_num_threads()) in inference_onnx._SESSIONS
+    # Exporting left the network as it was.
+    assert not checkpoint.module.training
+    assert all(torch.equal(value, weights[name]) for name, value in checkpoint.module.state_dict().items())
 
 
 def test_the_cached_export_is_used_by_a_new_process_and_a_damaged_one_replaced(task, tmp_path, always_export,
