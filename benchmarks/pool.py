@@ -4,18 +4,20 @@ the recommendation's bootstrap grow with the pool (run by hand, not in CI).
     .venv/bin/python benchmarks/pool.py [--sizes 10 30 100] [--task mnist5k] [--measure NAME ...]
 
 The pool: 100 random-weight variants (seeded) of neucrab's small 32x32 architectures (mini_cnn, mini_resnet,
-mini_mobilenet, mini_mlp, mini_vit, with their 10-way heads), in four formats in turn: `ARCH:random:SEED` (built
-in memory), `ARCH=weights.safetensors`, a TorchScript file (a traced nn.Sequential of mini_cnn's or
-mini_mobilenet's trunk, pooling and head; the other three as ONNX in that turn) and an ONNX file (torch.onnx), all
-written to a temp folder with a pool.csv manifest; a pool of P is the manifest's first P rows.
+mini_mobilenet, mini_mlp, mini_vit, with their 10-way heads), in four formats: `ARCH:random:SEED` (built in
+memory), `ARCH=weights.safetensors`, a TorchScript file (a traced nn.Sequential of mini_cnn's or mini_mobilenet's
+trunk, pooling and head) and an ONNX file (torch.onnx), in a cycle of 10 (CYCLE) so that every pool size has the
+same mix; written to a temp folder with a pool.csv manifest; a pool of P is the manifest's first P rows. All
+are fed 32x32 images (rank's image_size).
 
 Each pool size runs in its own subprocess (`--child`) with an empty cache, so every forward pass, export and
 measure is computed; the parent reads that process's peak resident memory from os.wait4. The child ranks the
 rows with `neucrab.rank` (default: rank's default measures, the recommended score and its 50 subsample draws
-included) and reports, per checkpoint, from the rows' timings: load, set-up (extraction minus its batches: the
-probe, an export to onnxruntime, the inference copy, cache writes), the forward pass (the batches: decoding and
-the network), the measures, and the draws (the bootstrap). Wall time is the ranking's, from the call to the
-returned Ranking; the child's start-up (imports, loading the task) is reported apart.
+included) and reports, per checkpoint, from the rows' timings: load, set-up (the probe and the faster copy of
+the network: an export to onnxruntime or the inference copy), cache (reading and writing the feature cache), the
+forward pass (the batches: decoding and the network), the measures, and the draws (the bootstrap). Wall time is
+the ranking's, from the call to the returned Ranking; the child's start-up (imports, loading the task) is
+reported apart.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import argparse
 import csv
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,8 +33,11 @@ import time
 import warnings
 from pathlib import Path
 
-ARCHS = ("mini_cnn", "mini_resnet", "mini_mobilenet", "mini_mlp", "mini_vit")
-FORMATS = ("random", "safetensors", "torchscript", "onnx")
+# One cycle of 10 (architecture, format) pairs, repeated: every pool size (a multiple of 10) has the same mix.
+CYCLE = (("mini_cnn", "random"), ("mini_resnet", "safetensors"), ("mini_mobilenet", "onnx"), ("mini_mlp", "random"),
+         ("mini_vit", "safetensors"), ("mini_cnn", "torchscript"), ("mini_resnet", "onnx"),
+         ("mini_mobilenet", "torchscript"), ("mini_mlp", "onnx"), ("mini_vit", "random"))
+IMAGE_SIZE = 32  # the mini networks' own size (a TorchScript file says none, and would get 224)
 
 
 def write_pool(folder: Path, count: int) -> Path:
@@ -46,9 +50,7 @@ def write_pool(folder: Path, count: int) -> Path:
     (folder / "weights").mkdir(parents=True, exist_ok=True)
     rows = []
     for index in range(count):
-        arch, form = ARCHS[index % len(ARCHS)], FORMATS[(index // len(ARCHS)) % len(FORMATS)]
-        if form == "torchscript" and arch not in ("mini_cnn", "mini_mobilenet"):
-            form = "onnx"  # only the convolutional trunks trace to a plain sequence of modules neucrab can read
+        arch, form = CYCLE[index % len(CYCLE)]
         name = f"{arch}-{form}-{index}"
         if form == "random":
             spec = f"{arch}:random:{index}"
@@ -91,7 +93,7 @@ def child(pool: Path, size: int, task_spec: str, measures: list[str] | None, cac
     entries = read_manifest(pool)[:size]
     startup = time.perf_counter() - started
     started = time.perf_counter()
-    ranking = neucrab.rank(entries, task, measures=measures, cache_dir=cache, progress=False)
+    ranking = neucrab.rank(entries, task, measures=measures, cache_dir=cache, progress=False, image_size=IMAGE_SIZE)
     wall = time.perf_counter() - started
     rows = []
     for row in ranking.rows:
@@ -100,9 +102,9 @@ def child(pool: Path, size: int, task_spec: str, measures: list[str] | None, cac
             continue
         seconds = row.seconds
         measured = sum(value for key, value in seconds.items() if key in ranking.measures)
-        rows.append({"checkpoint": row.checkpoint, "load": seconds["load"],
-                     "setup": seconds["forward"] - seconds["forward_batches"], "forward": seconds["forward_batches"],
-                     "measures": measured, "draws": seconds.get("draws", 0.0)})
+        rows.append({"checkpoint": row.checkpoint, "load": seconds["load"], "setup": seconds["forward_setup"],
+                     "cache": seconds["forward"] - seconds["forward_batches"] - seconds["forward_setup"],
+                     "forward": seconds["forward_batches"], "measures": measured, "draws": seconds.get("draws", 0.0)})
     return {"size": size, "startup": startup, "wall": wall, "task": task.name, "train": len(task.train),
             "test": len(task.test), "measures": ranking.measures, "rows": rows,
             "recommended": ranking.rows[0].checkpoint}
@@ -130,16 +132,17 @@ def run_child(pool: Path, size: int, args) -> dict:
 
 def summary(report: dict) -> str:
     rows = [row for row in report["rows"] if "error" not in row]
-    overhead = [(row["load"] + row["setup"]) / row["forward"] for row in rows]
-    draws = [row["draws"] / row["forward"] for row in rows]
-    measures = [row["measures"] / row["forward"] for row in rows]
-    forward = sum(row["forward"] for row in rows)
+    total = {key: sum(row[key] for row in rows) for key in ("load", "setup", "cache", "forward", "measures", "draws")}
+    overhead = sorted((row["load"] + row["setup"]) / row["forward"] for row in rows)
+    draws = sorted(row["draws"] / row["forward"] for row in rows)
     return (f"pool {report['size']:4d}: wall {report['wall']:7.1f} s ({report['wall'] / report['size']:5.2f} s a "
-            f"checkpoint; start-up {report['startup']:4.1f} s); peak RSS {report['peak_mib']:6.0f} MiB; forward "
-            f"passes {forward:6.1f} s in all; per checkpoint, against its forward pass: overhead (load + set-up) "
-            f"median {statistics.median(overhead):5.1%} max {max(overhead):5.1%}; bootstrap median "
-            f"{statistics.median(draws):5.1%} max {max(draws):5.1%}; measures median {statistics.median(measures):6.1%}"
-            f"; {len(report['rows']) - len(rows)} failed")
+            f"checkpoint; start-up {report['startup']:4.1f} s); peak RSS {report['peak_mib']:6.0f} MiB; in all: "
+            + ", ".join(f"{key} {value:.1f} s" for key, value in total.items())
+            + f"; per checkpoint against its forward pass: overhead (load + set-up) median "
+            f"{overhead[len(rows) // 2]:.1%}, 90th percentile {overhead[int(0.9 * (len(rows) - 1))]:.1%}, "
+            f"max {overhead[-1]:.1%}, "
+            f"{sum(o >= 0.1 for o in overhead)} of {len(rows)} at 10% or more; bootstrap median "
+            f"{draws[len(rows) // 2]:.1%}, max {draws[-1]:.1%}; {len(report['rows']) - len(rows)} failed")
 
 
 def main() -> int:

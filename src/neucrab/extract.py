@@ -51,7 +51,8 @@ class Embedding:
     features: float32 (N, D). probs: float32 (N, S) source-class probabilities, or None when the checkpoint
     has no head. labels: the split's labels, int64 (N,) or multi-hot (N, C). cached: whether it came from the
     cache without a forward pass. path: the cache entry (None when caching is off). seconds: wall time.
-    batch_seconds: the part of it spent running batches (decoding and the network), without set-up and cache.
+    batch_seconds: the part of it spent running batches (decoding and the network). setup_seconds: the part spent
+    preparing them (the probe, the faster copy of the network: export or inference copy); the rest is the cache's.
     """
 
     features: np.ndarray
@@ -61,6 +62,7 @@ class Embedding:
     path: Path | None = None
     seconds: float = 0.0
     batch_seconds: float = 0.0
+    setup_seconds: float = 0.0
 
 
 # ------------------------------------------------------------------------------------------ batch pipeline
@@ -238,7 +240,7 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
     rows = len(samples)
     key = cache_key(checkpoint, task, split)
     store = FeatureStore(cache_root(cache_dir))
-    collector, done, batch_seconds = _Collector(rows), 0, 0.0
+    collector, done, batch_seconds, setup_seconds = _Collector(rows), 0, 0.0, 0.0
     if use_cache:
         store.sweep_temps(key)
         hit = store.read(key, rows)
@@ -262,6 +264,7 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
             unsaved.update({"from": stop, "batches": 0})
 
     if ranges:
+        setup_started = time.perf_counter()
         probe = _batch_loader(checkpoint, samples, task.modality, channels_last=False)(
             ranges[0][0], min(ranges[0][0] + PROBE, rows)) if optimize and uses_module else None
         with _fastest_forward(checkpoint, probe, rows - done, cache_dir, use_cache) as (forward, channels_last), \
@@ -270,6 +273,7 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
                              transient=False) as advance:
             loader = _batch_loader(checkpoint, samples, task.modality, channels_last=channels_last)
             batches_started = time.perf_counter()
+            setup_seconds = batches_started - setup_started
             _run_batches(checkpoint, forward, loader, ranges, workers, on_batch, advance)
             batch_seconds = time.perf_counter() - batches_started
     path = None
@@ -280,4 +284,4 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
         path = store.write(key, collector.features, collector.probs, meta)
         store.clear_chunks(key)
     return Embedding(collector.features, collector.probs, samples.labels, path=path,
-                     seconds=time.perf_counter() - started, batch_seconds=batch_seconds)
+                     seconds=time.perf_counter() - started, batch_seconds=batch_seconds, setup_seconds=setup_seconds)

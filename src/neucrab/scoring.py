@@ -164,8 +164,8 @@ def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_p
     torch checkpoints run (default: CUDA when available, else the CPU). A checkpoint that cannot be loaded or
     run raises; `rank` turns that into the row's `error`, so one bad checkpoint never stops a pool. draws,
     draw_count: also compute these measures on that many training subsamples (`draw_measures`). row.seconds:
-    each measure's, "load", "forward" (both splits, set-up included), "forward_batches" (their batches alone)
-    and "draws"."""
+    each measure's, "load", "forward" (both splits: set-up, batches, cache), "forward_setup" (the probe and the
+    faster copy of the network), "forward_batches" (the batches alone) and "draws"."""
     from . import checkpoints, tasks
     from .checkpoints.base import OnDevice, at_image_size
     from .extract import cache_key, extract
@@ -184,6 +184,7 @@ def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_p
                                  progress=progress) for split in ("train", "test")}
     row.seconds["forward"] = time.perf_counter() - started
     row.seconds["forward_batches"] = sum(embedding.batch_seconds for embedding in embeddings.values())
+    row.seconds["forward_setup"] = sum(embedding.setup_seconds for embedding in embeddings.values())
     row.cached = all(embedding.cached for embedding in embeddings.values())
     model = None if checkpoint.modality == "features" else checkpoint
     keys = tuple(cache_key(checkpoint, task, split) for split in ("train", "test"))
