@@ -64,7 +64,9 @@ def write_pool(folder: Path, count: int) -> Path:
             elif form == "torchscript":
                 sequence = torch.nn.Sequential(network.features, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                                                network.head).eval()  # what mini_cnn / mini_mobilenet compute
-                torch.jit.trace(sequence, torch.zeros(2, 3, 32, 32)).save(str(folder / "weights" / f"{name}.pt"))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch.jit.trace's deprecation note
+                    torch.jit.trace(sequence, torch.zeros(2, 3, 32, 32)).save(str(folder / "weights" / f"{name}.pt"))
                 spec = f"weights/{name}.pt"
             else:
                 with warnings.catch_warnings():
