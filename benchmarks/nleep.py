@@ -8,13 +8,13 @@ Run by hand (not in CI), one configuration per run (a few minutes each on 2 core
     .venv/bin/python benchmarks/nleep.py --config big --members 4 5 6 7 --skip-timing  # halves (1.5-9 min each)
 
 Reports, for one feature set (measures.py's synthetic CNN features, float32): neucrab's `nleep` time, the
-scikit-learn formulation's (PCA(0.8, svd_solver="full") + GaussianMixture(5 x C, "full") + LEEP of its
-posteriors) on the float32 features as given and cast to float64, the ratios (wall and CPU time), and |neucrab
-- sklearn float64|. Timings alternate between the implementations (--repeats rounds) so that a change of load
-hits both; the ratio of the medians is what counts on a shared machine. Then a family of 8 feature sets with
-different amounts of class signal and spectra ("checkpoints"): both values per member, the largest difference
-and Kendall's tau between the two orders. With CUDA present, neucrab runs on the GPU by itself (--device cpu
-hides it).
+scikit-learn formulation's (PCA(0.8, svd_solver="full") + GaussianMixture(5 x C, "full") + LEEP of its posteriors)
+on the float32 features as given and cast to float64, the ratios (wall and CPU time), |neucrab - sklearn float64|,
+and neucrab's stages (PCA, k-means start, EM and LEEP). Timings alternate between the implementations (--repeats
+rounds) so that a change of load hits both; the ratio of the medians is what counts on a shared machine. Then a
+family of 8 feature sets with different amounts of class signal and spectra ("checkpoints"): both values per member,
+the largest difference and Kendall's tau between the two orders. With CUDA present, neucrab runs on the GPU by
+itself (--device cpu hides it).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,35 @@ def timed(function, *args):
         start, cpu = time.perf_counter(), time.process_time()
         value = function(*args)
     return value, time.perf_counter() - start, time.process_time() - cpu
+
+
+@contextmanager
+def stage_timer(seconds: dict):
+    """Wall seconds of N-LEEP's stages, summed into `seconds`: the PCA, the k-means start (k-means++ and Lloyd) and
+    the EM with LEEP (the rest)."""
+    import importlib
+
+    leep = importlib.import_module("neucrab.measures.leep")
+    mixture = importlib.import_module("neucrab.measures.mixture")
+    stages = [(leep, "_reduce", "PCA"), (mixture, "kmeans_labels", "k-means")]
+    originals = [getattr(module, name) for module, name, _ in stages]
+
+    def timing(function, label):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - start
+        return wrapper
+
+    for (module, name, label), original in zip(stages, originals):
+        setattr(module, name, timing(original, label))
+    try:
+        yield
+    finally:
+        for (module, name, _), original in zip(stages, originals):
+            setattr(module, name, original)
 
 
 def main():
@@ -79,8 +109,12 @@ def main():
         repeats = args.repeats or (3 if args.config == "small" else 1)
         times = {"neucrab": [], "sklearn float32": [], "sklearn float64": []}
         cpu = {name: [] for name in times}
+        stages = []
         for _ in range(repeats):
-            ours, seconds, cpu_seconds = timed(nleep, x, y)
+            stages.append({})
+            with stage_timer(stages[-1]):
+                ours, seconds, cpu_seconds = timed(nleep, x, y)
+            stages[-1]["EM and LEEP"] = seconds - sum(stages[-1].values())
             times["neucrab"].append(seconds)
             cpu["neucrab"].append(cpu_seconds)
             _, seconds, cpu_seconds = timed(sklearn_nleep, x, y)
@@ -96,6 +130,8 @@ def main():
                 f"  {name:<16} median {median[name]:7.2f} s  ({', '.join(f'{v:.2f}' for v in values)}), "
                 f"CPU {cpu_median[name]:.2f} s"
             )
+        print("  neucrab's stages (median wall s): " + ", ".join(
+            f"{label} {np.median([stage[label] for stage in stages]):.2f}" for label in stages[0]))
         for name in ("sklearn float32", "sklearn float64"):
             print(
                 f"  speed-up over {name}: {median[name] / median['neucrab']:.1f}x wall, "

@@ -194,3 +194,23 @@ def test_k_uses_the_shared_count_rule():
     with pytest.raises(InputError) as caught:
         knn([[0.0], [1.0], [2.0]], [0, 1, 0], k=1.5)
     assert str(caught.value) == "k: expected a positive integer, got 1.5"
+
+
+@pytest.mark.parametrize("k, spare", [(1, 31), (3, 31), (1, 0), (2, 1)])
+def test_subsample_scores_equal_brute_force_on_each_subsample(k, spare):
+    """One neighbour search serves every subsample: the values are brute force's on each subsample, with ties,
+    duplicates and (spare 0-1) rows whose kept candidates the subsample lacks, scored by knn itself."""
+    rng = np.random.default_rng(k + spare)
+    x = rng.integers(0, 3, (120, 4)).astype(float)  # a grid: many distance ties and duplicate rows
+    labels = rng.integers(0, 3, 120)
+    subsets = [np.sort(rng.choice(120, size, replace=False)) for size in (96, 96, 60, 119)]
+    got = knn_module.knn_subsamples(x, labels, subsets, k=k, spare=spare)
+    assert got == [brute_force_accuracy(x[s], labels[s], k) for s in subsets]
+
+
+def test_subsamples_knn_would_refuse_are_refused_alike():
+    x, labels = np.arange(12.0)[:, None], np.array([0, 1] * 6)
+    with pytest.raises(InputError, match="class"):
+        knn_module.knn_subsamples(x, labels, [np.arange(0, 12, 2)])  # one class only
+    unsorted = np.array([5, 1, 2, 3, 0, 7])
+    assert knn_module.knn_subsamples(x, labels, [unsorted]) == [knn(x[unsorted], labels[unsorted])]

@@ -240,6 +240,31 @@ def test_mixture_fit_matches_scikit_learn_iteration_for_iteration():
     np.testing.assert_allclose(posteriors, reference.predict_proba(x), atol=1e-9)
 
 
+@pytest.mark.parametrize("n, dims, clusters, seed", [(3000, 20, 60, 0), (800, 5, 7, 3), (50, 2, 50, 1)])
+def test_kmeans_plusplus_picks_and_labels_are_scikit_learns(n, dims, clusters, seed):
+    # neucrab's k-means++ replica picks the rows scikit-learn's KMeans picks (same random draws and distances),
+    # so the labels the EM starts from are scikit-learn's; with duplicate rows too, and K = N.
+    from sklearn.cluster import KMeans
+
+    from neucrab.measures.mixture_init import kmeans_labels, kmeans_plusplus_indices
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dims)) * np.linspace(3, 0.3, dims) + 1.0
+    x[1::7] = x[::7][: len(x[1::7])]  # duplicates: ties in the distances
+    expected = KMeans(n_clusters=clusters, n_init=1, random_state=seed).fit(x)
+    picked = kmeans_plusplus_indices(x, clusters, seed)
+    assert np.array_equal(kmeans_labels(x, clusters, seed), expected.labels_)
+    try:  # the picks themselves, where scikit-learn's private function is as in 1.3-1.9
+        from sklearn.cluster._kmeans import _kmeans_plusplus
+
+        centred = x - x.mean(axis=0)
+        own = _kmeans_plusplus(centred, clusters, x_squared_norms=np.einsum("ij,ij->i", centred, centred),
+                               sample_weight=np.ones(n), random_state=np.random.RandomState(seed))[1]
+    except (ImportError, TypeError):
+        return
+    assert np.array_equal(picked, own)
+
+
 @pytest.mark.parametrize("n, dims, energy", [(600, 300, 0.99), (30, 80, 0.8)])
 def test_pca_matches_scikit_learn(n, dims, energy):
     # Eigendecomposition of the scatter (or, for D > N, the Gram) matrix instead of an SVD: same dimension,

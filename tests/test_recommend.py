@@ -57,6 +57,36 @@ def test_rank_leads_with_the_recommendation(tmp_path):
     assert recommendation["checkpoint"] == specs[0] and set(recommendation["p_best"]) == set(specs)
     assert max(recommendation["p_best"], key=recommendation["p_best"].get) == specs[0]
     assert all(len(row.draws["knn"]) == 50 for row in ranking.rows)
+    # Each draw is kNN on that subsample of the training features (all 50 come from one neighbour search).
+    from neucrab.measures import knn
+    from neucrab.recommend import draw_indices
+
+    labels = task.train.labels
+    features = np.load(specs[1])["features_train"]
+    drawn = next(row for row in ranking.rows if row.checkpoint == specs[1]).draws["knn"]
+    assert drawn[:3] == [knn(features[draw_indices(labels, d)], labels[draw_indices(labels, d)]) for d in range(3)]
+    # All 50 draws of a checkpoint's kNN are one record of the draw cache, which a rerun reads.
+    assert len(list((tmp_path / "cache" / "draws").glob("*.json"))) == len(specs)
+
+
+def test_draws_are_read_back_from_one_record_per_measure(tmp_path, monkeypatch):
+    import neucrab.scoring
+
+    task = tasks.load("digits:100")
+    rng = np.random.default_rng(1)
+    for k in range(2):
+        np.savez(tmp_path / f"f{k}.npz", **{f"features_{s}": rng.normal(size=(len(task.split(s)), 3)).astype(np.float32)
+                                           for s in ("train", "test")})
+    specs = [str(tmp_path / f"f{k}.npz") for k in range(2)]
+    first = rank(specs, task, measures=["recommended"], cache_dir=tmp_path / "cache", progress=False)
+
+    def recomputed(*args):
+        raise AssertionError("draws computed again")
+
+    monkeypatch.setattr(neucrab.scoring, "_draw_values", recomputed)
+    again = rank(specs, task, measures=["recommended"], cache_dir=tmp_path / "cache", progress=False)
+    assert [row.draws for row in again.rows] == [row.draws for row in first.rows]
+    assert not any(row.error for row in again.rows)
 
 
 def test_draws_are_stratified_seeded_subsamples():

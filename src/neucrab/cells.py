@@ -79,7 +79,7 @@ class Row:
     checkpoint: str
     scores: dict[str, float] = field(default_factory=dict)
     notes: dict[str, Note] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)  # "forward" and one entry per measure
+    seconds: dict[str, float] = field(default_factory=dict)  # "load", "forward", ... (score_checkpoint), measures
     cached: bool = False  # features came from the cache: no forward pass was run
     has_head: bool | None = None
     error: str | None = None

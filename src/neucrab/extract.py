@@ -3,8 +3,9 @@
 `extract` reads the feature cache (`neucrab.feature_store`) and, on a miss, runs the batch pipeline: background
 threads decode and preprocess the next batches (PIL and torch release the GIL) while the network runs the
 current one, features go into a preallocated array, partial progress is saved as chunks every few batches so
-an interrupted extraction resumes where it stopped. Image networks run through `neucrab.inference_copy` (BatchNorm
-folded, channels_last) when that gives the same outputs.
+an interrupted extraction resumes where it stopped. PyTorch image networks on the CPU run through an onnxruntime
+copy (`neucrab.inference_onnx`, exported once and cached by content), else through `neucrab.inference_copy`
+(BatchNorm folded, channels_last), each only when it gives the same outputs on a probe of real images.
 
 Memory stays bounded: at most `num_workers + 2` batches of decoded images exist at once, never the dataset.
 """
@@ -30,6 +31,7 @@ from .checkpoints.base import Derived, OnDevice, Trainable
 from .errors import InputError
 from .feature_store import CACHE_FORMAT, FeatureStore, cache_key
 from .inference_copy import inference_copy
+from .inference_onnx import onnx_forward
 from .progress import progress_bar
 from .tasks import Split, Task
 from .tasks import load as load_task
@@ -39,6 +41,7 @@ __all__ = ["CACHE_FORMAT", "CacheWarning", "Embedding", "FeatureStore", "cache_k
            "inference_copy"]
 
 SAVE_EVERY = 8  # batches between partial-progress chunks
+PROBE = 3  # images run through both PyTorch and a faster copy to check they agree
 
 
 @dataclass
@@ -48,6 +51,8 @@ class Embedding:
     features: float32 (N, D). probs: float32 (N, S) source-class probabilities, or None when the checkpoint
     has no head. labels: the split's labels, int64 (N,) or multi-hot (N, C). cached: whether it came from the
     cache without a forward pass. path: the cache entry (None when caching is off). seconds: wall time.
+    batch_seconds: the part of it spent running batches (decoding and the network). setup_seconds: the part spent
+    preparing them (the probe, the faster copy of the network: export or inference copy); the rest is the cache's.
     """
 
     features: np.ndarray
@@ -56,6 +61,8 @@ class Embedding:
     cached: bool = False
     path: Path | None = None
     seconds: float = 0.0
+    batch_seconds: float = 0.0
+    setup_seconds: float = 0.0
 
 
 # ------------------------------------------------------------------------------------------ batch pipeline
@@ -115,9 +122,11 @@ def _as_output(value, rows: int, what: str, checkpoint) -> np.ndarray | None:
     return value
 
 
-def _run_batches(checkpoint, loader, ranges: list[tuple[int, int]], workers: int, on_batch, advance) -> None:
-    """Run `checkpoint.forward` over `ranges` in order, loading up to `workers + 1` batches ahead on a
-    thread pool; call on_batch(start, stop, features, probs) and advance(count) after each."""
+def _run_batches(checkpoint, forward, loader, ranges: list[tuple[int, int]], workers: int, on_batch,
+                 advance) -> None:
+    """Run `forward` (the checkpoint's, or its onnxruntime copy's) over `ranges` in order, loading up to
+    `workers + 1` batches ahead on a thread pool; call on_batch(start, stop, features, probs) and
+    advance(count) after each."""
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neucrab-load") if workers else None
     pending: deque = deque()
     upcoming = iter(ranges)
@@ -135,7 +144,7 @@ def _run_batches(checkpoint, loader, ranges: list[tuple[int, int]], workers: int
             batch = future.result() if future is not None else loader(start, stop)
             submit()  # keep the pool busy while the network runs this batch
             with torch.inference_mode():
-                features, probs = checkpoint.forward(batch)
+                features, probs = forward(batch)
             features = _as_output(features, stop - start, "features", checkpoint)
             on_batch(start, stop, features, _as_output(probs, stop - start, "probs", checkpoint))
             advance(stop - start)
@@ -161,6 +170,23 @@ def full_precision_convolutions(checkpoint):
         yield
     finally:
         torch.backends.cudnn.allow_tf32 = previous
+
+
+@contextmanager
+def _fastest_forward(checkpoint, probe, rows: int, cache_dir, use_cache: bool):
+    """(forward function, whether its batches should be channels_last) for the block: the checkpoint's
+    onnxruntime copy (`neucrab.inference_onnx`) where it gives the same outputs on `probe`, else its
+    PyTorch forward through the inference copy (`neucrab.inference_copy`). None probe: the plain forward.
+    rows: how many images the forward will see (whether exporting pays)."""
+    if probe is None:
+        yield checkpoint.forward, False
+        return
+    onnx = onnx_forward(checkpoint, probe, rows, cache_dir, use_cache)
+    if onnx is not None:
+        yield onnx, False
+        return
+    with inference_copy(checkpoint, probe[:2]):
+        yield checkpoint.forward, True
 
 
 def _check_pair(checkpoint, task: Task) -> None:
@@ -199,7 +225,8 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
     "test". cache_dir: default $NEUCRAB_CACHE or ~/.cache/neucrab. num_workers: threads decoding and
     preprocessing ahead of the network (default min(4, CPUs); 0 loads in the calling thread).
     use_cache=False computes without reading or writing the cache. save_every: batches between saved
-    partial-progress chunks. optimize: allow the inference copy of `checkpoint.module` (section 3).
+    partial-progress chunks. optimize: allow the faster copies of `checkpoint.module` (onnxruntime, else
+    the inference copy; see the module docstring).
     Returns an `Embedding` with float32 features (N, D) in the split's order.
     """
     started = time.perf_counter()
@@ -218,7 +245,7 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
     rows = len(samples)
     key = cache_key(checkpoint, task, split)
     store = FeatureStore(cache_root(cache_dir))
-    collector, done = _Collector(rows), 0
+    collector, done, batch_seconds, setup_seconds = _Collector(rows), 0, 0.0, 0.0
     if use_cache:
         store.sweep_temps(key)
         hit = store.read(key, rows)
@@ -231,7 +258,6 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
             done = stop
     uses_module = task.modality == "image" and isinstance(checkpoint, Trainable) and \
         isinstance(checkpoint.module, nn.Module)
-    loader = _batch_loader(checkpoint, samples, task.modality, channels_last=optimize and uses_module)
     ranges = [(start, min(start + batch_size, rows)) for start in range(done, rows, batch_size)]
     unsaved = {"from": done, "batches": 0}
 
@@ -243,17 +269,24 @@ def extract(checkpoint, task, split: str, *, cache_dir=None, batch_size: int = 6
             unsaved.update({"from": stop, "batches": 0})
 
     if ranges:
-        probe = loader(ranges[0][0], min(ranges[0][0] + 2, rows)) if optimize and uses_module else None
-        with inference_copy(checkpoint, probe), full_precision_convolutions(checkpoint), \
+        setup_started = time.perf_counter()
+        probe = _batch_loader(checkpoint, samples, task.modality, channels_last=False)(
+            ranges[0][0], min(ranges[0][0] + PROBE, rows)) if optimize and uses_module else None
+        with _fastest_forward(checkpoint, probe, rows - done, cache_dir, use_cache) as (forward, channels_last), \
+                full_precision_convolutions(checkpoint), \
                 progress_bar(rows, f"{checkpoint.name} / {task.name} {split}", enabled=progress, completed=done,
                              transient=False) as advance:
-            _run_batches(checkpoint, loader, ranges, workers, on_batch, advance)
+            loader = _batch_loader(checkpoint, samples, task.modality, channels_last=channels_last)
+            batches_started = time.perf_counter()
+            setup_seconds = batches_started - setup_started
+            _run_batches(checkpoint, forward, loader, ranges, workers, on_batch, advance)
+            batch_seconds = time.perf_counter() - batches_started
     path = None
     if use_cache:
         path = store.write(key, collector.features, collector.probs, _meta(checkpoint, task, split, rows))
         store.clear_chunks(key)
     return Embedding(collector.features, collector.probs, samples.labels, path=path,
-                     seconds=time.perf_counter() - started)
+                     seconds=time.perf_counter() - started, batch_seconds=batch_seconds, setup_seconds=setup_seconds)
 
 
 def _meta(checkpoint, task: Task, split: str, rows: int) -> dict:

@@ -67,14 +67,29 @@ TEMPERATURE = 0.504
 def draw_indices(labels: np.ndarray, draw: int, fraction: float = FRACTION) -> np.ndarray:
     """Sorted indices of a stratified subsample: round(fraction * n_c) (at least 1) of each class c, seeded by
     `draw`. Multi-hot labels are stratified by label combination."""
+    return _draw(_strata(labels), draw, fraction)
+
+
+def draw_subsets(labels: np.ndarray, draws: int, fraction: float = FRACTION) -> list[np.ndarray]:
+    """`draw_indices(labels, d, fraction)` for d = 0 .. draws - 1, the classes grouped once."""
+    strata = _strata(labels)
+    return [_draw(strata, draw, fraction) for draw in range(draws)]
+
+
+def _strata(labels) -> list[list[int]]:
+    """The sample indices of each class (of each label combination when multi-hot), classes in the order of
+    their names as text."""
     labels = np.asarray(labels)
     keys = [row.tobytes() for row in labels] if labels.ndim > 1 else labels.tolist()
     groups: dict = {}
     for index, key in enumerate(keys):
         groups.setdefault(key, []).append(index)
+    return [members for _, members in sorted(groups.items(), key=lambda item: str(item[0]))]
+
+
+def _draw(strata: list[list[int]], draw: int, fraction: float) -> np.ndarray:
     rng = np.random.default_rng([draw, 7919])
-    chosen = [rng.choice(members, max(1, round(fraction * len(members))), replace=False)
-              for _, members in sorted(groups.items(), key=lambda item: str(item[0]))]
+    chosen = [rng.choice(members, max(1, round(fraction * len(members))), replace=False) for members in strata]
     return np.sort(np.concatenate(chosen))
 
 

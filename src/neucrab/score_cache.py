@@ -3,6 +3,7 @@ after adding a measure) computes only what is new.
 
     <cache root>/scores/<key>.json    key = sha256 of {format, measure, measure code digest, the feature-cache
                                       keys of both splits, the measure's options}
+    <cache root>/draws/<key>.json     a measure's values on the recommendation's subsample draws, all in one
 
 The feature-cache keys cover the checkpoint's bytes, the task's data and labels, the layer and the
 preprocessing; the code digest covers the source of every measure and of what they call (`neucrab.measures`,
@@ -39,6 +40,24 @@ class ScoreStore(JsonStore):
 
 def score_store(cache_dir=None) -> ScoreStore:
     return ScoreStore(cache_root(cache_dir) / "scores")
+
+
+class DrawStore(JsonStore):
+    """A measure's values on the recommendation's subsample draws (None where a draw gave no score), one record
+    for all draws: one file and one fsync instead of one per draw."""
+
+    FIELDS = ("measure", "values", "seconds")
+    LABEL = "draw cache"
+
+    def check(self, record: dict) -> None:
+        values = record["values"]
+        if not isinstance(values, list) or not all(v is None or isinstance(v, (int, float)) for v in values):
+            raise ValueError("expected a list of numbers or nulls")
+
+
+def draw_store(cache_dir=None) -> DrawStore:
+    """<cache root>/draws/<key>.json, key = `score_key(measure, feature keys, {"draws": n, "fraction": f})`."""
+    return DrawStore(cache_root(cache_dir) / "draws")
 
 
 @lru_cache(maxsize=1)

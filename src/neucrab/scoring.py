@@ -110,38 +110,50 @@ def checkpoint_label(spec, index: int) -> str:
     return getattr(spec, "name", None) or f"{type(spec).__name__}#{index}"
 
 
+def _draw_values(name: str, info, task, train, test, draws: int) -> list[float | None]:
+    """Measure `name` on the training subsamples 0..draws-1 (`recommend.draw_subsets`), None where it gave no
+    score. kNN's come from one neighbour search (`knn_subsamples`, the same values); any other measure, or kNN on
+    features it refuses, is computed draw by draw."""
+    from .measures.knn import knn_subsamples
+    from .recommend import draw_subsets
+
+    labels = task.train.labels
+    subsets = draw_subsets(labels, draws)
+    if name == "knn" and draws > 1:
+        try:
+            return knn_subsamples(train.features, labels, subsets)
+        except Exception:  # what knn itself would refuse: computed draw by draw below, each failing alike
+            pass
+    return [_compute(info, MeasureInputs(labels=labels[rows], features=train.features[rows], task=task,
+                                         test_features=test.features, test_labels=task.test.labels), {})[0]
+            for rows in subsets]
+
+
 def draw_measures(row: Row, measures, task, train, test, cache_dir=None, feature_keys=None, draws: int = 0) -> None:
     """Each measure (of the features, or features + test split) on `draws` stratified subsamples of the training
-    split (`recommend.draw_indices`; the test split stays whole), into row.draws; each draw kept in the score
-    cache like a score."""
-    from .recommend import FRACTION, draw_indices
-    from .score_cache import score_key, score_store
+    split (`recommend.draw_indices`; the test split stays whole), into row.draws when every draw gave a score;
+    all draws of a measure kept as one record of the draw cache (`score_cache.draw_store`). row.seconds["draws"]:
+    the time they took."""
+    from .recommend import FRACTION
+    from .score_cache import draw_store, score_key
 
-    store = score_store(cache_dir) if feature_keys else None
-    labels = task.train.labels
+    started = time.perf_counter()
+    store = draw_store(cache_dir) if feature_keys else None
     for name in measures:
         info = REGISTRY[name]
         if info.needs not in (Needs.FEATURES, Needs.TRAIN_TEST) or (task.multilabel and not info.multilabel):
             continue
-        values = []
-        for draw in range(draws):
-            options = {"draw": draw, "fraction": FRACTION}
-            key = score_key(name, feature_keys, options) if store else None
-            record = store.read(key) if store else None
-            if record is None:
-                rows = draw_indices(labels, draw)
-                inputs = MeasureInputs(labels=labels[rows], features=train.features[rows], task=task,
-                                       test_features=test.features, test_labels=task.test.labels)
-                score, note = _compute(info, inputs, {})
-                record = {"measure": name, "score": score, "note": None if note is None else str(note),
-                          "note_kind": None if note is None else note.kind.value, "seconds": 0.0}
-                if store:
-                    store.write(key, record)
-            if record["score"] is None:
-                break  # a draw the measure could not score: no spread for it
-            values.append(record["score"])
-        if len(values) == draws:
-            row.draws[name] = values
+        key = score_key(name, feature_keys, {"draws": draws, "fraction": FRACTION}) if store else None
+        record = store.read(key) if store else None
+        if record is None or len(record["values"]) != draws:
+            computing = time.perf_counter()
+            values = _draw_values(name, info, task, train, test, draws)
+            record = {"measure": name, "values": values, "seconds": time.perf_counter() - computing}
+            if store:
+                store.write(key, record)
+        if all(value is not None for value in record["values"]):  # a draw without a score: no spread
+            row.draws[name] = [float(value) for value in record["values"]]
+    row.seconds["draws"] = time.perf_counter() - started
 
 
 def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_pickle=False, layer=None,
@@ -151,22 +163,28 @@ def score_checkpoint(spec, task, measures, *, name=None, cache_dir=None, trust_p
     images of that size instead of the checkpoint's own (see `checkpoints.base.at_image_size`). device: where
     torch checkpoints run (default: CUDA when available, else the CPU). A checkpoint that cannot be loaded or
     run raises; `rank` turns that into the row's `error`, so one bad checkpoint never stops a pool. draws,
-    draw_count: also compute these measures on that many training subsamples (`draw_measures`)."""
+    draw_count: also compute these measures on that many training subsamples (`draw_measures`). row.seconds:
+    each measure's, "load", "forward" (both splits: set-up, batches, cache), "forward_setup" (the probe and the
+    faster copy of the network), "forward_batches" (the batches alone) and "draws"."""
     from . import checkpoints, tasks
     from .checkpoints.base import OnDevice, at_image_size
     from .extract import cache_key, extract
 
     row = Row(checkpoint=name or checkpoint_label(spec, 0))
     task = tasks.load(task)
+    started = time.perf_counter()
     checkpoint = at_image_size(checkpoints.load(spec, layer=layer, trust_pickle=trust_pickle,
                                                 trust_remote_code=trust_remote_code), image_size)
     if isinstance(checkpoint, OnDevice):  # torch checkpoints: the GPU when there is one
         checkpoint.to(device or default_device())
     row.has_head = bool(checkpoint.has_head)
+    row.seconds["load"] = time.perf_counter() - started
     started = time.perf_counter()
     embeddings = {split: extract(checkpoint, task, split, cache_dir=cache_dir, batch_size=batch_size,
                                  progress=progress) for split in ("train", "test")}
     row.seconds["forward"] = time.perf_counter() - started
+    row.seconds["forward_batches"] = sum(embedding.batch_seconds for embedding in embeddings.values())
+    row.seconds["forward_setup"] = sum(embedding.setup_seconds for embedding in embeddings.values())
     row.cached = all(embedding.cached for embedding in embeddings.values())
     model = None if checkpoint.modality == "features" else checkpoint
     keys = tuple(cache_key(checkpoint, task, split) for split in ("train", "test"))

@@ -171,7 +171,17 @@ class GaussianMixtureEM:
         covariances[:, np.arange(self.d), np.arange(self.d)] += REG_COVAR
         self.nk, self.means, self.covariances = nk, means, covariances
 
-    def _m_step(self, resp: np.ndarray) -> None:
+    def _m_step(self, resp) -> None:
+        """From `_e_step`'s posteriors, dense (N, K) or sparse (rows, components, values by component)."""
+        if isinstance(resp, tuple):
+            rows, comps, values = resp
+            kept = values > self._floor
+            self._density = float(np.count_nonzero(kept)) / (self.n * self.k)
+            if self._density > DENSE_ABOVE:
+                self._m_step_dense(self._dense(resp))
+            else:
+                self._m_step_sparse(rows[kept], comps[kept], values[kept])
+            return
         kept = resp > self._floor
         self._density = float(np.count_nonzero(kept)) / kept.size
         if self._density > DENSE_ABOVE:
@@ -250,8 +260,9 @@ class GaussianMixtureEM:
         log_joint += offset + self.log_norm
         return log_joint
 
-    def _log_joint_screened(self) -> np.ndarray:
-        """Log joint densities with the pairs that cannot matter (see the class docstring) at -inf."""
+    def _log_joint_screened(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Log joint densities of the pairs that can matter (see the class docstring), sparse: (rows, components,
+        values) sorted by component; every other pair is -inf."""
         dims = self._screen_dims
         coef, offset = self._coefficients(dims)
         self._quadratic_product(dims, coef[:, :0], transpose=True)  # builds the cache when it fits
@@ -274,13 +285,13 @@ class GaussianMixtureEM:
         reach = (radius + np.linalg.norm(self.means[:, :dims], axis=1)) ** 2
         slack = 1.0 + 2.0 * self._width(dims) * _EPS * norm2 * reach
         comps, rows = np.nonzero(bound >= floor[None, :] - slack[:, None])
-        values = self._exact(rows, comps)
-        log_joint = np.full((self.n, self.k), -np.inf)
-        log_joint[rows, comps] = values
-        return log_joint
+        return rows, comps, self._exact(rows, comps)
 
-    def _e_step(self, keep: bool = True) -> tuple[np.ndarray, float]:
-        """Return posteriors (N, K) and the mean log-likelihood; `keep` the log joint densities for the next."""
+    def _e_step(self, keep: bool = True):
+        """Return the posteriors and the mean log-likelihood; `keep` the log joint densities for the next.
+
+        Posteriors come dense (N, K), or after a screened E-step sparse as (rows, components, values) sorted by
+        component (the other pairs 0), which spares the passes over N x K mostly -inf entries."""
         screen = (
             self.triangular
             and self._density < SCREEN_BELOW
@@ -291,9 +302,16 @@ class GaussianMixtureEM:
         if previous is not None and _same(previous[0], self.means) and _same(previous[1], self.covariances):
             # Only the weights moved (as when EM starts at its fixed point: one-hot posteriors reproduce the
             # k-means statistics): log w_k enters additively, so shift the last log joint densities.
-            log_joint = previous[2] + (self.log_norm - previous[3])
+            shift = self.log_norm - previous[3]
+            if isinstance(previous[2], tuple):
+                rows, comps, values = previous[2]
+                log_joint = (rows, comps, values + shift[comps])
+            else:
+                log_joint = previous[2] + shift
         else:
             log_joint = self._log_joint_screened() if screen else self._log_joint_full()
+        if isinstance(log_joint, tuple):
+            return self._posteriors_sparse(log_joint, keep)
         self._last_best = log_joint.argmax(axis=1)
         peak = log_joint[np.arange(self.n), self._last_best][:, None]
         if keep and log_joint.nbytes <= _CACHE_BYTES:  # kept for the next E-step, posteriors in a new array
@@ -304,10 +322,40 @@ class GaussianMixtureEM:
         np.exp(resp, out=resp)
         total = resp.sum(axis=1, keepdims=True)
         resp /= total
-        lower_bound = float(np.mean(peak[:, 0] + np.log(total[:, 0])))  # mean log-sum-exp
+        return resp, self._mean_log_likelihood(peak[:, 0], total[:, 0])
+
+    def _posteriors_sparse(self, log_joint, keep: bool):
+        """`_e_step` on sparse log joint densities (rows, components, values): the same peaks, posteriors and
+        likelihood as the dense computation, over the pairs that are not -inf only."""
+        rows, comps, values = log_joint
+        peak = np.full(self.n, -np.inf)
+        np.maximum.at(peak, rows, values)
+        at_peak = values == peak[rows]
+        best = np.full(self.n, self.k)
+        np.minimum.at(best, rows[at_peak], comps[at_peak])  # argmax's choice: the first component at the peak
+        self._last_best = best
+        if keep:
+            self._previous = (self.means, self.covariances, log_joint, self.log_norm)
+        resp = np.exp(values - peak[rows])
+        total = np.bincount(rows, weights=resp, minlength=self.n)
+        resp /= total[rows]
+        return (rows, comps, resp), self._mean_log_likelihood(peak, total)
+
+    @staticmethod
+    def _mean_log_likelihood(peak: np.ndarray, total: np.ndarray) -> float:
+        lower_bound = float(np.mean(peak + np.log(total)))  # mean log-sum-exp
         if not np.isfinite(lower_bound):  # only with features near float64's range
             raise InputError("features: the mixture's likelihood overflows float64; rescale the features")
-        return resp, lower_bound
+        return lower_bound
+
+    def _dense(self, resp) -> np.ndarray:
+        """(N, K) posteriors from `_e_step`'s dense or sparse ones."""
+        if not isinstance(resp, tuple):
+            return resp
+        rows, comps, values = resp
+        dense = np.zeros((self.n, self.k))
+        dense[rows, comps] = values
+        return dense
 
     # -- fit
     def fit_posteriors(self) -> np.ndarray:
@@ -332,5 +380,6 @@ class GaussianMixtureEM:
         if not self.converged:
             warn_not_converged()
         posteriors, self.lower_bound = self._e_step(keep=False)
+        posteriors = self._dense(posteriors)
         posteriors[posteriors < np.finfo(np.float64).tiny] = 0.0  # subnormals: slow, and worth nothing
         return posteriors

@@ -16,7 +16,8 @@ REG_COVAR = 1e-6
 
 
 def kmeans_labels(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
-    """scikit-learn's GaussianMixture initialisation: the labels of a seeded KMeans(n_init=1)."""
+    """scikit-learn's GaussianMixture initialisation: the labels of a seeded KMeans(n_init=1), its k-means++
+    centres picked by `kmeans_plusplus_indices` (the same picks, about twice as fast)."""
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
 
@@ -25,7 +26,61 @@ def kmeans_labels(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
         # One BLAS thread: k-means++ makes K skinny products where threads only synchronise (Lloyd's
         # iterations already run one BLAS thread per OpenMP worker); same labels either way.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return KMeans(n_clusters=n_components, n_init=1, random_state=seed).fit(x).labels_
+        try:
+            init = x[kmeans_plusplus_indices(x, n_components, seed)]
+        except Exception:  # anything unforeseen in the replica: scikit-learn picks them itself
+            init = "k-means++"
+        # KMeans subtracts the mean from x and from `init` alike: the centres it starts from are the picked
+        # rows of its centred x, as with its own k-means++.
+        return KMeans(n_clusters=n_components, init=init, n_init=1, random_state=seed).fit(x).labels_
+
+
+def kmeans_plusplus_indices(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """The rows scikit-learn's KMeans(n_clusters, n_init=1, random_state=seed).fit(x) picks as k-means++ centres
+    (sklearn.cluster._kmeans._kmeans_plusplus on its centred x, unit weights, 2 + log K trials a centre).
+
+    The same random draws and the same arithmetic, step by step: each candidate's squared distances are
+    -2 c . x + |c|^2 + |x|^2 clipped at 0, and the candidates' products with x are the same dot products of
+    74-odd terms, taken against a contiguous copy of x's transpose; scikit-learn's strided transpose made
+    BLAS repack all of x for every centre (2.4 ms against 1.2 ms a centre at 20,000 x 74, one thread).
+    `tests/test_leep.py` checks the picks and labels against scikit-learn's own.
+    """
+    from sklearn.utils.extmath import row_norms
+
+    x = np.array(x, dtype=np.float64, order="C")
+    x -= x.mean(axis=0)  # as KMeans.fit does before picking
+    n = x.shape[0]
+    norms = row_norms(x, squared=True)
+    weights = np.ones(n)
+    random_state = np.random.RandomState(seed)
+    trials = 2 + int(np.log(n_clusters))
+    indices = np.empty(n_clusters, dtype=int)
+    indices[0] = random_state.choice(n, p=weights / weights.sum())
+    closest = _squared_distances(x[indices[:1]], x.T, norms)  # (1, n); the first as scikit-learn computes it
+    potential = closest @ weights
+    transposed = np.ascontiguousarray(x.T)
+    for c in range(1, n_clusters):
+        draws = random_state.uniform(size=trials) * potential
+        candidates = np.searchsorted(np.cumsum(weights * closest), draws)
+        np.clip(candidates, None, closest.size - 1, out=candidates)
+        distances = _squared_distances(x[candidates], transposed, norms)
+        np.minimum(closest, distances, out=distances)
+        potentials = distances @ weights.reshape(-1, 1)
+        best = np.argmin(potentials)
+        potential = potentials[best]
+        closest = distances[best]
+        indices[c] = candidates[best]
+    return indices
+
+
+def _squared_distances(rows: np.ndarray, x_transposed: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """scikit-learn's _euclidean_distances(rows, x, Y_norm_squared=norms, squared=True), float64."""
+    distances = rows @ x_transposed
+    distances *= -2  # exact, as scikit-learn's -2 * product
+    distances += np.einsum("ij,ij->i", rows, rows)[:, None]
+    distances += norms[None, :]
+    np.maximum(distances, 0, out=distances)
+    return distances
 
 
 def warn_not_converged() -> None:

@@ -12,10 +12,14 @@ import scipy.linalg
 import scipy.sparse.linalg
 
 from ..errors import InputError
+from ..threads import one_blas_thread
 
 _EPS = np.finfo(np.float64).eps
 LANCZOS_ABOVE = 256  # matrices larger than this use Lanczos for a few eigenpairs (dense costs seconds at 1280)
 FIRST_BATCH = 256  # eigenpairs computed first when the count depends on the energy (enough for real features)
+# EIGH_THREADS: dense eigendecompositions run on one BLAS thread. Their tridiagonal reduction is a chain of
+# memory-bound matrix-vector products whose threads synchronise at every step: a 1,280 x 1,280 eigh took 0.4 s on
+# one thread and 3-10 s on two while another process used the second core (2.2x slower for a 256-pair subset).
 
 
 def top_eigenpairs(matrix: np.ndarray, k: int, *, lanczos: bool = True, tol: float = 0.0, vectors: bool = True):
@@ -37,7 +41,8 @@ def top_eigenpairs(matrix: np.ndarray, k: int, *, lanczos: bool = True, tol: flo
             values = found[0] if vectors else found
             order = np.argsort(values)[::-1]
             return (values[order], found[1][:, order]) if vectors else values[order]
-    found = scipy.linalg.eigh(matrix, eigvals_only=not vectors, subset_by_index=[size - k, size - 1])
+    with one_blas_thread():  # see EIGH_THREADS
+        found = scipy.linalg.eigh(matrix, eigvals_only=not vectors, subset_by_index=[size - k, size - 1])
     return (found[0][::-1], found[1][:, ::-1]) if vectors else found[::-1]  # LAPACK: ascending
 
 
@@ -96,7 +101,8 @@ def _leading(matrix: np.ndarray, wanted: int, energy: float | None, total: float
     `total` (a first batch, then four times as many until it does)."""
     size = matrix.shape[0]
     if solver == "full":
-        values, vectors = np.linalg.eigh(matrix)
+        with one_blas_thread():  # see EIGH_THREADS
+            values, vectors = np.linalg.eigh(matrix)
         return values[::-1], vectors[:, ::-1]
     if solver not in ("subset", "lanczos"):
         raise ValueError(f"pca: unknown solver {solver!r}")
