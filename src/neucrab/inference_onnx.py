@@ -29,6 +29,7 @@ from torch import nn
 
 from .cache import atomic_write, cache_root
 from .errors import CacheWriteError
+from .inference_copy import same_outputs
 
 EXPORT_FORMAT = 1  # bump when what an exported file computes, or how it is exported, changes
 OPSET = 17
@@ -125,21 +126,6 @@ def _load_or_export(checkpoint, key: str, example: torch.Tensor, cache_dir, use_
     return session
 
 
-def same_outputs(reference, candidate, tolerance: float = TOLERANCE) -> bool:
-    """Whether each of two (features, probs) outputs agrees within `tolerance` of the reference's largest value."""
-    for ref, got in zip(reference, candidate):
-        if (ref is None) != (got is None):
-            return False
-        if ref is None:
-            continue
-        ref, got = np.asarray(ref, dtype=np.float64), np.asarray(got, dtype=np.float64)
-        if ref.shape != got.shape or not np.isfinite(got).all():
-            return False
-        if np.abs(ref - got).max(initial=0.0) > tolerance * max(np.abs(ref).max(initial=0.0), 1e-30):
-            return False
-    return True
-
-
 def onnx_forward(checkpoint, probe: torch.Tensor, rows: int, cache_dir=None, use_cache: bool = True,
                  min_seconds: float | None = None) -> Callable | None:
     """A function batch -> (features, probs) computed by onnxruntime that equals `checkpoint.forward` on
@@ -179,4 +165,4 @@ def onnx_forward(checkpoint, probe: torch.Tensor, rows: int, cache_dir=None, use
         raise
     except Exception:  # no export for this network, or onnxruntime refuses the graph: stay with PyTorch
         return None
-    return forward if same_outputs(reference, candidate) else None
+    return forward if same_outputs(reference, candidate, TOLERANCE) else None
