@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from neucrab.bench.suite import load_suite, shipped_suite
+from neucrab.bench.suite import load_suite, shipped_names, shipped_suite
+from neucrab.checkpoints import load as load_checkpoint
 from neucrab.cli import main
 from neucrab.errors import InputError
 from neucrab.evaluation import evaluate
@@ -91,6 +92,22 @@ def test_the_shipped_paper_suite_parses():
     assert "no public" in suite.notes
     with pytest.raises(InputError, match=r"tasks\[0\]"):  # the task folders are the user's to provide
         load_suite(shipped_suite("paper"))
+
+
+@pytest.mark.parametrize("name", [name for name in shipped_names() if name != "paper"])
+def test_the_shipped_offline_suites_parse_with_their_files(name):
+    """Every suite that runs offline names files that exist (relative paths resolve against the suite folder)."""
+    suite = load_suite(shipped_suite(name))
+    assert suite.tasks and all(entries for entries in suite.groups.values())
+
+
+def test_the_keras_suite_pools_a_keras_file_with_other_formats():
+    suite = load_suite(shipped_suite("keras"))
+    (entries,) = suite.groups.values()
+    keras = load_checkpoint(entries[0].spec)
+    assert type(keras).__name__ == "KerasCheckpoint" and keras.details["packaged"] == "fer_mini_xception"
+    others = {type(load_checkpoint(entry.spec)).__name__ for entry in entries[1:]}
+    assert "KerasCheckpoint" not in others and len(others) >= 2  # beside networks read from other formats
 
 
 def test_tiny_suite_end_to_end(tmp_path, capsys):
