@@ -3,7 +3,9 @@ k-means initialisation and its convergence warning."""
 
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -13,6 +15,9 @@ from ..threads import one_blas_thread
 MAX_ITER = 100
 TOL = 1e-3
 REG_COVAR = 1e-6
+# From this many rows k-means++'s candidate products run as two column blocks on two threads: 500 centres at
+# 20,000 x 74 took 0.66 s of products on one thread and 0.32 s on two.
+SPLIT_ROWS = 8192
 
 
 def kmeans_labels(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
@@ -56,26 +61,54 @@ def kmeans_plusplus_indices(x: np.ndarray, n_clusters: int, seed: int) -> np.nda
     trials = 2 + int(np.log(n_clusters))
     indices = np.empty(n_clusters, dtype=int)
     indices[0] = random_state.choice(n, p=weights / weights.sum())
-    closest = _squared_distances(x[indices[:1]], x.T, norms)  # (1, n); the first as scikit-learn computes it
+    first = x[indices[:1]]
+    closest = _squared_distances(first @ x.T, first, norms)  # (1, n); the first as scikit-learn computes it
     potential = closest @ weights
-    transposed = np.ascontiguousarray(x.T)
-    for c in range(1, n_clusters):
-        draws = random_state.uniform(size=trials) * potential
-        candidates = np.searchsorted(np.cumsum(weights * closest), draws)
-        np.clip(candidates, None, closest.size - 1, out=candidates)
-        distances = _squared_distances(x[candidates], transposed, norms)
-        np.minimum(closest, distances, out=distances)
-        potentials = distances @ weights.reshape(-1, 1)
-        best = np.argmin(potentials)
-        potential = potentials[best]
-        closest = distances[best]
-        indices[c] = candidates[best]
+    threads = _product_threads(n)
+    with ThreadPoolExecutor(threads) as pool:
+        product = _column_blocks(np.ascontiguousarray(x.T), pool, threads)
+        for c in range(1, n_clusters):
+            draws = random_state.uniform(size=trials) * potential
+            candidates = np.searchsorted(np.cumsum(weights * closest), draws)
+            np.clip(candidates, None, closest.size - 1, out=candidates)
+            rows = x[candidates]
+            distances = _squared_distances(product(rows), rows, norms)
+            np.minimum(closest, distances, out=distances)
+            potentials = distances @ weights.reshape(-1, 1)
+            best = np.argmin(potentials)
+            potential = potentials[best]
+            closest = distances[best]
+            indices[c] = candidates[best]
     return indices
 
 
-def _squared_distances(rows: np.ndarray, x_transposed: np.ndarray, norms: np.ndarray) -> np.ndarray:
-    """scikit-learn's _euclidean_distances(rows, x, Y_norm_squared=norms, squared=True), float64."""
-    distances = rows @ x_transposed
+def _product_threads(n: int) -> int:
+    """Threads for k-means++'s candidate products: two from SPLIT_ROWS rows on when two CPUs are available."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 2 if n >= SPLIT_ROWS and available >= 2 else 1
+
+
+def _column_blocks(transposed: np.ndarray, pool: ThreadPoolExecutor, count: int):
+    """A function rows -> rows @ transposed, whose `count` column blocks are computed on the pool's threads.
+    Every entry is the same dot product of one row and one column either way, so the result equals a single
+    product's bit for bit (`tests/test_leep.py` checks the picks against scikit-learn's)."""
+    if count == 1:
+        return lambda rows: rows @ transposed
+    bounds = np.linspace(0, transposed.shape[1], count + 1).astype(int)
+    blocks = [np.ascontiguousarray(transposed[:, start:stop]) for start, stop in zip(bounds[:-1], bounds[1:])]
+
+    def product(rows: np.ndarray) -> np.ndarray:
+        out = np.empty((rows.shape[0], transposed.shape[1]))
+        list(pool.map(lambda i: np.matmul(rows, blocks[i], out=out[:, bounds[i]:bounds[i + 1]]), range(count)))
+        return out
+
+    return product
+
+
+def _squared_distances(products: np.ndarray, rows: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """scikit-learn's _euclidean_distances(rows, x, Y_norm_squared=norms, squared=True), float64, from the
+    products rows @ x.T (overwritten)."""
+    distances = products
     distances *= -2  # exact, as scikit-learn's -2 * product
     distances += np.einsum("ij,ij->i", rows, rows)[:, None]
     distances += norms[None, :]
