@@ -13,9 +13,6 @@ from neucrab.errors import InputError
 from neucrab.tasks import builtin, load
 from neucrab.tasks.mosaics import compose
 
-pytest.importorskip("skimage")
-pytest.importorskip("matplotlib")
-
 CLASSES = ["astronaut", "brick", "chelsea", "china", "coffee", "fundus", "grace_hopper", "grass", "gravel", "histology"]
 
 

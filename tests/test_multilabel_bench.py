@@ -20,7 +20,6 @@ from neucrab.extract import extract
 from neucrab.finetune import Finetuner
 from neucrab.tasks import load
 
-pytest.importorskip("skimage")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TASK = "mosaics:200"
 
