@@ -206,6 +206,28 @@ def _with_interval(mean, interval) -> str:
     return _percent(mean) + ("" if interval is None else f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]")
 
 
+def _grid_table(energies, per_class, summary: dict, cell_text) -> list[str]:
+    """A markdown table, rows PCA energies, columns components per class; cell_text(summary row, cell key)."""
+    lines = ["| PCA energy | " + " | ".join(f"{k}x C" for k in per_class) + " |", "|---|" + "---:|" * len(per_class)]
+    for energy in energies:
+        cells = [cell_text(summary[cell_key(energy, k)], cell_key(energy, k)) for k in per_class]
+        lines.append(f"| {round(100 * energy)}% | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _mean_cell(row: dict, bold: bool) -> str:
+    text = _with_interval(row["mean"], row["interval"])
+    return f"**{text}**" if bold else text
+
+
+def _difference_cell(row: dict) -> str:
+    diff = row.get("minus_default")
+    if diff is None:
+        return "-" if row["mean"] is not None else "n/a"
+    test = diff["sign_test"]
+    return f"{_with_interval(diff['mean'], diff['interval'])}; {test['wins']}/{test['losses']}, p {test['p']:.2f}"
+
+
 def to_markdown(report: dict) -> str:
     energies, per_class, default = report["energies"], report["per_class"], report["default"]
     lines = [f"# N-LEEP's PCA energy x mixture components on {report['suite']} (the paper's Figure 2)", "",
@@ -216,32 +238,11 @@ def to_markdown(report: dict) -> str:
              "task are not independent.", ""]
     for title, summary in report["sections"].items():
         n_tasks = next(iter(summary.values()))["n_tasks"]
-        lines += [f"## {title} ({n_tasks} pool(s) of checkpoints on a task)", "",
-                  "| PCA energy | " + " | ".join(f"{k}x C" for k in per_class) + " |",
-                  "|---|" + "---:|" * len(per_class)]
-        for energy in energies:
-            cells = []
-            for k in per_class:
-                row = summary[cell_key(energy, k)]
-                text = _with_interval(row["mean"], row["interval"])
-                cells.append(f"**{text}**" if cell_key(energy, k) == default else text)
-            lines.append(f"| {round(100 * energy)}% | " + " | ".join(cells) + " |")
+        lines += [f"## {title} ({n_tasks} pool(s) of checkpoints on a task)", ""]
+        lines += _grid_table(energies, per_class, summary, lambda row, key: _mean_cell(row, key == default))
         lines += ["", f"Difference to the default {default} (points of Kendall, mean over tasks [95% interval]; "
-                      "wins/losses over tasks, sign-test p):", "",
-                  "| PCA energy | " + " | ".join(f"{k}x C" for k in per_class) + " |",
-                  "|---|" + "---:|" * len(per_class)]
-        for energy in energies:
-            cells = []
-            for k in per_class:
-                row = summary[cell_key(energy, k)]
-                diff = row.get("minus_default")
-                if diff is None:
-                    cells.append("-" if row["mean"] is not None else "n/a")
-                    continue
-                test = diff["sign_test"]
-                cells.append(f"{_with_interval(diff['mean'], diff['interval'])}; {test['wins']}/{test['losses']}, "
-                             f"p {test['p']:.2f}")
-            lines.append(f"| {round(100 * energy)}% | " + " | ".join(cells) + " |")
+                      "wins/losses over tasks, sign-test p):", ""]
+        lines += _grid_table(energies, per_class, summary, lambda row, key: _difference_cell(row))
         missing = sorted({t for row in summary.values() for t in row["n_a_tasks"]})
         if missing:
             lines += ["", "n/a cells: too few training samples on " + ", ".join(missing) + "."]
